@@ -1,0 +1,6 @@
+"""gridclear-metersim: see the module docstrings below for what each part does."""
+
+from importlib.metadata import version as _version
+
+__version__ = _version("gridclear-metersim")
+__all__ = ["__version__"]

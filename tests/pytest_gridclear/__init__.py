@@ -1,0 +1,193 @@
+"""pytest plugin: real PostgreSQL, Redis and Mosquitto for gridclear's tests.
+
+Loaded for every test run (``-p pytest_gridclear`` in the root configuration).
+
+Servers are started once per test session, lazily (a run that needs no broker
+starts none), on free loopback ports, by :mod:`gridclear.cloud.localservices`.
+Set ``GRIDCLEAR_DATABASE_URL``, ``GRIDCLEAR_REDIS_URL`` or ``GRIDCLEAR_MQTT_URL``
+to run the same tests against existing servers (docker compose). A server that
+cannot start fails the tests that need it, with its log; nothing is skipped.
+
+Isolation between tests:
+
+- ``database_url``: a fresh database per test module, dropped afterwards.
+- ``redis_prefix``: a unique key prefix per test; its keys are deleted afterwards.
+- ``mqtt_topic_prefix``: a unique topic prefix per test.
+
+The fixtures for the local servers (``local_postgres``, ``local_mosquitto``, …)
+give fault tests the server object itself, to stop, kill and restart it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+
+from gridclear.cloud import env
+from gridclear.cloud.localservices import (
+    LocalService,
+    MosquittoServer,
+    PostgresServer,
+    RedisServer,
+)
+
+__all__ = ["REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BROKER_POLICY = REPO_ROOT / "deploy" / "mosquitto" / "conf.d"
+
+_session_failed_key = pytest.StashKey[bool]()
+
+
+class _ExternalServer:
+    """A server named by an environment variable: used as it is, never stopped."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = []
+    for name, var in (
+        ("postgres", env.DATABASE_URL),
+        ("redis", env.REDIS_URL),
+        ("mqtt", env.MQTT_URL),
+    ):
+        url = os.environ.get(var)
+        lines.append(f"gridclear {name}: {url or 'throwaway local server (started on demand)'}")
+    return lines
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.failed:
+        item.session.stash[_session_failed_key] = True
+    return report
+
+
+@pytest.fixture(scope="session")
+def gridclear_run_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The session's folder for server data and logs; kept when a test failed."""
+    configured = os.environ.get(env.RUN_DIR)
+    path = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="gridclear-test-"))
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o755)
+    yield path
+    if request.session.stash.get(_session_failed_key, False) or configured:
+        print(f"\ngridclear: server logs kept in {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_Server = TypeVar("_Server", bound=LocalService)
+
+
+@pytest.fixture
+def server_dir(gridclear_run_dir: Path) -> Path:
+    """A fresh folder for a test's own server, reachable by the servers' unprivileged users."""
+    path = gridclear_run_dir / f"case-{uuid.uuid4().hex[:8]}"
+    path.mkdir(mode=0o755)
+    return path
+
+
+def _started(service: _Server) -> Iterator[_Server]:
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def local_postgres(gridclear_run_dir: Path) -> Iterator[PostgresServer]:
+    """The throwaway PostgreSQL server itself (for tests that stop or restart it)."""
+    server = PostgresServer(run_dir=gridclear_run_dir)
+    yield from _started(server)
+
+
+@pytest.fixture(scope="session")
+def local_redis(gridclear_run_dir: Path) -> Iterator[RedisServer]:
+    """The throwaway Redis server itself."""
+    server = RedisServer(run_dir=gridclear_run_dir)
+    yield from _started(server)
+
+
+@pytest.fixture(scope="session")
+def local_mosquitto(gridclear_run_dir: Path) -> Iterator[MosquittoServer]:
+    """The throwaway Mosquitto broker itself, with production's policy included."""
+    server = MosquittoServer(run_dir=gridclear_run_dir, policy_dir=BROKER_POLICY)
+    yield from _started(server)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(request: pytest.FixtureRequest) -> str:
+    """A superuser URL of the session's PostgreSQL server (create databases with it)."""
+    return os.environ.get(env.DATABASE_URL) or request.getfixturevalue("local_postgres").url
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The session's Redis server."""
+    return os.environ.get(env.REDIS_URL) or request.getfixturevalue("local_redis").url
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(request: pytest.FixtureRequest) -> str:
+    """The session's MQTT broker."""
+    return os.environ.get(env.MQTT_URL) or request.getfixturevalue("local_mosquitto").url
+
+
+def _database_name(node: str) -> str:
+    stem = re.sub(r"[^a-z0-9]+", "_", node.lower()).strip("_")[-40:]
+    return f"t_{stem}_{uuid.uuid4().hex[:8]}"
+
+
+def _with_database(url: str, database: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, dbname=database)
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_admin_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database for this test module, dropped afterwards."""
+    name = _database_name(request.module.__name__)
+    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield _with_database(postgres_admin_url, name)
+    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix no other test uses; every key under it is deleted afterwards."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def mqtt_topic_prefix() -> str:
+    """A topic prefix no other test uses (``test/<random>/``)."""
+    return f"test/{uuid.uuid4().hex[:12]}/"
