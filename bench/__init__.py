@@ -1,0 +1,1 @@
+"""gridclear's benchmarks: run with ``script/bench [NAME ...]``; never part of script/test."""
