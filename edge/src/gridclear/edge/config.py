@@ -171,6 +171,53 @@ class MqttConfig(_Model):
         default=None, description="Broker password (needs username); never logged."
     )
 
+    keepalive_s: StrictInt = Field(
+        default=30,
+        ge=5,
+        le=3600,
+        description="Seconds between keep-alive pings; a dead link shows within 1.5 times this.",
+    )
+    max_inflight: StrictInt = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description=(
+            "Messages sent but not yet acknowledged by the broker, at most. The gateway "
+            "never hands the MQTT client more than this, so nothing queues unbounded."
+        ),
+    )
+    drain_rate: Seconds = Field(
+        default=50.0,
+        gt=0,
+        le=10000,
+        description=(
+            "Messages per second, at most, when sending the backlog kept during an "
+            "outage (live readings are sent as well, outside this limit)."
+        ),
+    )
+    drain_jitter_s: Seconds = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description=(
+            "The backlog starts after a random pause of up to this many seconds, so "
+            "that gateways reconnecting together do not all send their backlog at once."
+        ),
+    )
+    reconnect_max_s: Seconds = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="Longest pause between reconnection attempts (exponential backoff, jittered).",
+    )
+    topic_prefix: str = Field(
+        default="",
+        description=(
+            "Text put in front of every topic (for a shared test or staging broker); "
+            "empty in production, where the broker's ACLs expect gridclear/v1/..."
+        ),
+    )
+
     _resolve_paths = field_validator("ca_file", "cert_file", "key_file")(_resolve)
 
     @field_validator("url")
@@ -338,6 +385,28 @@ class Config(_Model):
     mqtt: MqttConfig
     meters: list[MeterConfig] = Field(
         default_factory=list, description="The meters to poll ([[meters]] tables)."
+    )
+
+    outbox_max_mb: Seconds = Field(
+        default=512.0,
+        gt=0,
+        description=(
+            "Size of the outbox (MB of signed messages) at which it starts thinning the "
+            "oldest unsent high-resolution samples, keeping those nearest each interval "
+            "boundary; 512 MB holds weeks of one-second readings of a few meters."
+        ),
+    )
+    batch_interval_s: Seconds = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="Seconds of readings collected into one signed message.",
+    )
+    status_interval_s: Seconds = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="Seconds between refreshes of the retained status message.",
     )
 
     _resolve_paths = field_validator("key_file", "outbox")(_resolve)
