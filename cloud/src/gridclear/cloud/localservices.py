@@ -37,7 +37,7 @@ import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +52,7 @@ __all__ = [
     "ServiceNotInstalledError",
     "ServiceStartError",
     "free_port",
+    "spawn_child",
 ]
 
 _PR_SET_PDEATHSIG = 1
@@ -131,6 +132,37 @@ def _parent_death_signal(signum: int) -> Callable[[], None]:
     return set_signal
 
 
+def spawn_child(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    cwd: Path,
+    user: pwd.struct_passwd | None = None,
+    death_signal: signal.Signals = signal.SIGTERM,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running child that can never outlive us.
+
+    It runs in its own session (a terminal's Ctrl-C reaches only us, and we stop
+    children in order), writes stdout and stderr to ``log_path``, and receives
+    ``death_signal`` if we die without stopping it, even by ``kill -9``.
+    """
+    with log_path.open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 -- fixed argv, no shell
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            start_new_session=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            extra_groups=[] if user else None,
+            preexec_fn=_parent_death_signal(death_signal),  # noqa: PLW1509
+        )
+
+
 class LocalService(ABC):
     """One throwaway server: a child process, a port on 127.0.0.1, a folder, a log."""
 
@@ -180,19 +212,13 @@ class LocalService(ABC):
         self.dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.dir)
         self._prepare()
-        with self.log_path.open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603 -- fixed argv, no shell
-                self._command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.dir,
-                start_new_session=True,
-                user=self._user.pw_uid if self._user else None,
-                group=self._user.pw_gid if self._user else None,
-                extra_groups=[] if self._user else None,
-                preexec_fn=_parent_death_signal(self.stop_signal),  # noqa: PLW1509
-            )
+        process = spawn_child(
+            self._command(),
+            log_path=self.log_path,
+            cwd=self.dir,
+            user=self._user,
+            death_signal=self.stop_signal,
+        )
         self._process = process
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:

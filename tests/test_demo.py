@@ -1,0 +1,97 @@
+"""script/demo's core: services come up, are reachable where it says, and stop on a signal."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from pytest_gridclear import REPO_ROOT
+
+READY_LINE = "Press Ctrl-C to stop."
+
+
+def _read_until_ready(process: subprocess.Popen[str], timeout_s: float = 60) -> str:
+    assert process.stdout is not None
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if READY_LINE in line:
+            return "".join(seen)
+    raise AssertionError("the demo never became ready:\n" + "".join(seen))
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _children(parent: int) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            # The process name may hold spaces; the parent pid follows the last ')'.
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_demo_prints_where_services_run_and_stops_cleanly(
+    stop_signal: signal.Signals, server_dir: Path
+) -> None:
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith("GRIDCLEAR_") or k == "PATH"
+    }
+    with subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gridclear-cloud"),
+            "demo",
+            "--run-dir",
+            str(server_dir),
+            "--broker-policy",
+            str(REPO_ROOT / "deploy/mosquitto/conf.d"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment,
+    ) as demo:
+        try:
+            output = _read_until_ready(demo)
+            database = re.search(r"postgres\s+(postgresql://\S+)", output)
+            cache = re.search(r"redis\s+(redis://\S+)", output)
+            broker = re.search(r"mosquitto\s+(mqtt://\S+)", output)
+            assert database, output
+            assert cache, output
+            assert broker, output
+            with psycopg.connect(database.group(1)) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            client = redis.Redis.from_url(cache.group(1))
+            assert client.ping()
+            client.close()
+            servers = _children(demo.pid)
+            assert len(servers) == 3, f"expected postgres, redis and mosquitto: {servers}"
+        finally:
+            demo.send_signal(stop_signal)
+            remaining, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, remaining
+    assert "every service shut down" in remaining
+    assert not [pid for pid in servers if _alive(pid)]
