@@ -33,6 +33,8 @@ __all__ = [
     "ALGORITHM",
     "JwsHeader",
     "KeyLookup",
+    "b64url_decode",
+    "b64url_encode",
     "read_header",
     "sign_compact",
     "verify_compact",
