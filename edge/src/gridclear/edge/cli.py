@@ -20,8 +20,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # Each subcommand sets `handler`, a function of the parsed arguments returning
     # the exit code.
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_modbus_commands(commands)
     return parser
+
+
+def _add_modbus_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``read`` and ``scan``: the installer's first checks of the meters."""
+    read = commands.add_parser(
+        "read",
+        help="read every configured meter once and print a table (the installer's first check)",
+        description=(
+            "Read every meter in the configuration once, concurrently, and print one line "
+            "per meter: energy registers, power, voltages, currents, frequency and any "
+            "error. Exit code 0 when every meter read cleanly, 1 otherwise."
+        ),
+    )
+    read.add_argument("--config", required=True, help="the gateway's TOML configuration")
+    read.add_argument(
+        "--meter", action="append", metavar="NAME", help="read only this meter (repeatable)"
+    )
+    read.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    read.set_defaults(handler=_read)
+
+    scan = commands.add_parser(
+        "scan",
+        help="probe Modbus unit ids on a bus and say what answers (SunSpec discovered)",
+        description=(
+            "Probe unit ids (1-247 by default) on every bus the configuration uses, or on "
+            "the one bus given by --host or --device, and list who answers: SunSpec "
+            "devices with their models and serial numbers, Eastron meters with their "
+            "serial numbers. Exit code 0 when something answered, 1 when nothing did."
+        ),
+    )
+    scan.add_argument("--config", help="scan the buses of the meters in this configuration")
+    scan.add_argument("--host", help="scan this Modbus TCP host instead")
+    scan.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
+    scan.add_argument("--device", help="scan this serial device (Modbus RTU) instead")
+    scan.add_argument("--baudrate", type=int, default=9600, help="RTU line speed (default 9600)")
+    scan.add_argument("--parity", choices=("N", "E", "O"), default="N", help="RTU parity")
+    scan.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help="RTU stop bits")
+    scan.add_argument("--gap", type=float, default=None, help="seconds of silence between requests")
+    scan.add_argument("--units", default="1-247", help="unit ids to probe, e.g. 1-10,20")
+    scan.add_argument(
+        "--timeout", type=float, default=0.3, help="seconds to wait for each unit (default 0.3)"
+    )
+    scan.add_argument("--json", action="store_true", help="print JSON instead of text")
+    scan.set_defaults(handler=_scan)
+
+
+def _read(args: argparse.Namespace) -> int:
+    from gridclear.edge.modbus._commands import read_command
+
+    return read_command(args)
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from gridclear.edge.modbus._commands import scan_command
+
+    return scan_command(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
