@@ -23,3 +23,47 @@ BROKER_CONFIG: Final = "GRIDCLEAR_BROKER_CONFIG"
 
 TEST_TIMESCALE_URL: Final = "GRIDCLEAR_TEST_TIMESCALE_URL"
 """A TimescaleDB server for the tests that cover the hypertable path (docker compose)."""
+
+# ---------------------------------------------------------------- API and identity
+# Read once by gridclear.cloud.settings.Settings; docs/API.md documents each one.
+
+ENV: Final = "GRIDCLEAR_ENV"
+"""``development`` (default) or ``production``; production refuses weak or missing secrets."""
+
+JWT_PRIVATE_KEY: Final = "GRIDCLEAR_JWT_PRIVATE_KEY"
+"""PEM Ed25519 private key that signs access tokens (or use the _FILE variant)."""
+
+JWT_PRIVATE_KEY_FILE: Final = "GRIDCLEAR_JWT_PRIVATE_KEY_FILE"
+"""Path to a PEM Ed25519 private key file that signs access tokens."""
+
+JWT_ISSUER: Final = "GRIDCLEAR_JWT_ISSUER"
+JWT_AUDIENCE: Final = "GRIDCLEAR_JWT_AUDIENCE"
+ACCESS_TOKEN_TTL_S: Final = "GRIDCLEAR_ACCESS_TOKEN_TTL_S"  # noqa: S105 (a name, not a secret)
+REFRESH_TOKEN_TTL_S: Final = "GRIDCLEAR_REFRESH_TOKEN_TTL_S"  # noqa: S105 (a name, not a secret)
+
+SIWS_DOMAIN: Final = "GRIDCLEAR_SIWS_DOMAIN"
+"""The domain (host[:port]) that wallet sign-in messages name; wallets show it to users."""
+SIWS_URI: Final = "GRIDCLEAR_SIWS_URI"
+SIWS_CHAIN_ID: Final = "GRIDCLEAR_SIWS_CHAIN_ID"
+SIWS_STATEMENT: Final = "GRIDCLEAR_SIWS_STATEMENT"
+NONCE_TTL_S: Final = "GRIDCLEAR_NONCE_TTL_S"
+
+CORS_ORIGINS: Final = "GRIDCLEAR_CORS_ORIGINS"
+"""JSON list of browser origins allowed to call the API (empty: none)."""
+MAX_BODY_BYTES: Final = "GRIDCLEAR_MAX_BODY_BYTES"
+RATE_LIMITS: Final = "GRIDCLEAR_RATE_LIMITS"
+"""JSON object of route group -> limit (``"30/minute"``, ``"5/second;100/hour"``)."""
+RATE_LIMITS_ENABLED: Final = "GRIDCLEAR_RATE_LIMITS_ENABLED"
+REDIS_KEY_PREFIX: Final = "GRIDCLEAR_REDIS_KEY_PREFIX"
+DB_POOL_MIN: Final = "GRIDCLEAR_DB_POOL_MIN"
+DB_POOL_MAX: Final = "GRIDCLEAR_DB_POOL_MAX"
+ARGON2_TIME_COST: Final = "GRIDCLEAR_ARGON2_TIME_COST"
+ARGON2_MEMORY_KIB: Final = "GRIDCLEAR_ARGON2_MEMORY_KIB"
+LOG_FORMAT: Final = "GRIDCLEAR_LOG_FORMAT"
+"""``json`` (one object per line, the default) or ``text``."""
+LOG_LEVEL: Final = "GRIDCLEAR_LOG_LEVEL"
+FORWARDED_ALLOW_IPS: Final = "GRIDCLEAR_FORWARDED_ALLOW_IPS"
+"""Proxies whose X-Forwarded-For is trusted for the client address (comma list, or ``*``)."""
+
+ADMIN_PASSWORD: Final = "GRIDCLEAR_ADMIN_PASSWORD"  # noqa: S105 (a name, not a secret)
+"""``admin create`` reads the new admin's password from here when set (automation)."""

@@ -1,0 +1,269 @@
+"""The app factory: ``create_app(settings)`` builds the whole API.
+
+Start-up (the lifespan) opens the PostgreSQL pool and the Redis connection
+pool, fails fast when either is unreachable, and builds the stores and the
+limiter on them; shutdown closes them. Everything a request needs hangs off
+``app.state.services`` (see :mod:`gridclear.cloud.api.services`).
+
+Every answer wears the envelope, errors included: ``ApiError``, FastAPI's
+validation errors, Starlette's 404 and 405, oversized bodies and, through
+:class:`~gridclear.cloud.api.middleware.RequestContext`, unhandled exceptions
+(a generic message; the traceback goes to the log with the request id).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from redis.asyncio import ConnectionPool, Redis
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+
+from gridclear.cloud import __version__
+from gridclear.cloud.api.deps import rate_limit
+from gridclear.cloud.api.envelope import failure_body
+from gridclear.cloud.api.errors import ApiError, ErrorCode
+from gridclear.cloud.api.logs import configure_logging
+from gridclear.cloud.api.metrics import ApiMetrics
+from gridclear.cloud.api.middleware import BodyLimit, RequestContext
+from gridclear.cloud.api.ratelimit import RateLimiter
+from gridclear.cloud.api.routes import admin, auth, health, keys, users
+from gridclear.cloud.api.services import Clock, Services
+from gridclear.cloud.identity.nonces import NonceStore
+from gridclear.cloud.identity.passwords import Passwords
+from gridclear.cloud.identity.sessions import SessionRevocations
+from gridclear.cloud.identity.tokens import AccessTokens
+from gridclear.cloud.settings import Settings, SettingsError
+from gridclear.cloud.storage.migrations import discover_migrations
+from gridclear.cloud.storage.pool import Pool, open_pool
+
+__all__ = ["create_app", "create_app_from_env"]
+
+log = logging.getLogger(__name__)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+    """The API for ``settings``; ``clock`` (UTC, aware) lets tests move time forward."""
+    if not settings.database_url or not settings.redis_url:
+        raise SettingsError("the API needs GRIDCLEAR_DATABASE_URL and GRIDCLEAR_REDIS_URL")
+    signing_key = settings.signing_key()
+    now = clock or _utc_now
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert settings.database_url is not None
+        assert settings.redis_url is not None
+        async with AsyncExitStack() as stack:
+            pool = await stack.enter_async_context(
+                open_pool(
+                    settings.database_url,
+                    min_size=settings.db_pool_min,
+                    max_size=settings.db_pool_max,
+                )
+            )
+            await _check_schema(pool)
+            redis_pool = ConnectionPool.from_url(settings.redis_url)
+            stack.push_async_callback(redis_pool.aclose)
+            redis = Redis(connection_pool=redis_pool)
+            await redis.ping()
+            prefix = settings.redis_key_prefix
+            access_ttl = timedelta(seconds=settings.access_token_ttl_s)
+            app.state.services = Services(
+                settings=settings,
+                clock=now,
+                pool=pool,
+                redis=redis,
+                tokens=AccessTokens(
+                    private_key=signing_key,
+                    issuer=settings.jwt_issuer,
+                    audience=settings.jwt_audience,
+                    ttl=access_ttl,
+                    clock=now,
+                ),
+                nonces=NonceStore(redis=redis, prefix=prefix, ttl_s=settings.nonce_ttl_s),
+                revocations=SessionRevocations(redis=redis, prefix=prefix, access_ttl=access_ttl),
+                passwords=Passwords(
+                    time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
+                ),
+                limiter=RateLimiter(
+                    pool=redis_pool,
+                    prefix=prefix,
+                    limits=settings.rate_limits,
+                    enabled=settings.rate_limits_enabled,
+                ),
+                metrics=metrics,
+            )
+            log.info("gridclear API ready (%s mode)", settings.env)
+            yield
+
+    app = FastAPI(
+        title="gridclear API",
+        version=__version__,
+        description=(
+            "The gridclear cloud API. Every answer is an envelope: "
+            '`{"success": true, "data": ...}` or '
+            '`{"success": false, "error": {"message", "code", "details"}}`.'
+        ),
+        lifespan=lifespan,
+    )
+    per_ip = [Depends(rate_limit("api"))]
+    app.include_router(auth.router, dependencies=per_ip)
+    app.include_router(users.router, dependencies=per_ip)
+    app.include_router(keys.router, dependencies=per_ip)
+    app.include_router(admin.router, dependencies=per_ip)
+    app.include_router(health.router)
+    _install_error_handlers(app, metrics)
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(GZipMiddleware, minimum_size=1000)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+        allow_credentials=False,
+        max_age=600,
+    )
+    app.add_middleware(RequestContext, metrics=metrics, hsts=settings.env == "production")
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory``: settings from the environment."""
+    settings = Settings.load()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return create_app(settings)
+
+
+async def _check_schema(pool: Pool) -> None:
+    """Refuse to start on a database that lacks migrations this code needs."""
+    import psycopg
+
+    async with pool.connection() as conn:
+        try:
+            cur = await conn.execute("SELECT version FROM schema_migrations")
+            applied = {int(row["version"]) for row in await cur.fetchall()}
+        except psycopg.errors.UndefinedTable:
+            applied = set()
+    missing = [m for m in discover_migrations() if m.version not in applied]
+    if missing:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+        raise RuntimeError(
+            f"the database lacks migrations {names}: run `gridclear-cloud migrate` first"
+        )
+
+
+def _error_response(metrics: ApiMetrics, error: ApiError) -> JSONResponse:
+    metrics.errors.labels(error.code.value).inc()
+    return JSONResponse(
+        failure_body(error.code, error.message, error.details),
+        status_code=error.status,
+        headers=error.headers,
+    )
+
+
+_HTTP_CODES = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.AUTHENTICATION_REQUIRED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    422: ErrorCode.VALIDATION_ERROR,
+    429: ErrorCode.RATE_LIMIT_EXCEEDED,
+    503: ErrorCode.SERVICE_UNAVAILABLE,
+}
+
+
+def _install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return _error_response(metrics, exc)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
+        error = ApiError(code, headers=dict(exc.headers or {}))
+        response = _error_response(metrics, error)
+        # Keep the framework's status (a 405 stays a 405) even when we map the code.
+        response.status_code = exc.status_code if exc.status_code >= 400 else code.status
+        return response
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # The offending input is not echoed back: it may hold a password or a token.
+        details = [
+            {"location": [str(p) for p in e.get("loc", ())], "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return _error_response(metrics, ApiError(ErrorCode.VALIDATION_ERROR, details=details))
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+_FAILURE_REF = {"$ref": "#/components/schemas/Failure"}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, corrected to what the API really answers.
+
+    FastAPI documents validation errors as its own ``HTTPValidationError``; ours
+    wear the envelope. Every operation can also answer 500, every operation with
+    a body 413, every rate-limited one 429; authenticated ones say how.
+    """
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    components["securitySchemes"] = {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or gck_ API key"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    generic = {
+        "description": "Error (envelope)",
+        "content": {"application/json": {"schema": _FAILURE_REF}},
+    }
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {
+                    "description": "Error: VALIDATION_ERROR",
+                    "content": {"application/json": {"schema": _FAILURE_REF}},
+                }
+            responses.setdefault("500", {**generic, "description": "Error: INTERNAL_ERROR"})
+            if "requestBody" in operation:
+                responses.setdefault("413", {**generic, "description": "Error: PAYLOAD_TOO_LARGE"})
+            if path.startswith("/api/") and not path.startswith("/api/health"):
+                responses.setdefault(
+                    "429", {**generic, "description": "Error: RATE_LIMIT_EXCEEDED"}
+                )
+            if "AUTHENTICATION_REQUIRED" in responses.get("401", {}).get("description", ""):
+                operation["security"] = [{"bearerAuth": []}, {"apiKey": []}]
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    if "Failure" not in schemas:
+        raise RuntimeError("no route documents the Failure envelope")
+    app.openapi_schema = schema
+    return schema

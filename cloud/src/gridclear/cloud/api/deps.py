@@ -1,0 +1,217 @@
+"""FastAPI dependencies: services, the caller's identity, roles, scopes and rate limits.
+
+How a caller is identified:
+
+- ``Authorization: Bearer <access token>``: a signed-in session (all scopes).
+- ``Authorization: Bearer gck_...`` or ``X-API-Key: gck_...``: an API key,
+  limited to its scopes, and never allowed on account, key or admin routes.
+
+Every refusal raises :class:`ApiError` with its code and counts the reason in
+``gridclear_auth_failures``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+
+from gridclear.cloud.api.errors import ApiError, ErrorCode
+from gridclear.cloud.api.ratelimit import RateLimitExceededError
+from gridclear.cloud.api.services import Services
+from gridclear.cloud.identity import accounts, keystore
+from gridclear.cloud.identity.accounts import User
+from gridclear.cloud.identity.apikeys import KEY_MARKER
+from gridclear.cloud.identity.roles import Role, Scope
+from gridclear.cloud.identity.tokens import TokenError
+
+__all__ = [
+    "CurrentPrincipal",
+    "CurrentSession",
+    "Principal",
+    "ServicesDep",
+    "client_ip",
+    "get_services",
+    "rate_limit",
+    "request_id",
+    "require_role",
+    "require_scope",
+]
+
+_BEARER = {"WWW-Authenticate": 'Bearer realm="gridclear"'}
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def client_ip(request: Request) -> str:
+    """The client's address (uvicorn resolves trusted proxies' X-Forwarded-For)."""
+    return request.client.host if request.client else "unknown"
+
+
+def request_id(request: Request) -> str | None:
+    value = getattr(request.state, "request_id", None)
+    return str(value) if value else None
+
+
+def auth_failure(services: Services, code: ErrorCode, message: str | None = None) -> ApiError:
+    """Count an authentication failure and build its error."""
+    services.metrics.auth_failures.labels(code.value).inc()
+    headers = _BEARER if code.status == 401 else None
+    return ApiError(code, message, headers=headers)
+
+
+async def hit_limit(services: Services, group: str, key: str) -> None:
+    """Count a request against ``group`` for ``key``; 429 with Retry-After past the limit."""
+    try:
+        await services.limiter.hit(group, key)
+    except RateLimitExceededError as exc:
+        services.metrics.rate_limited.labels(group).inc()
+        raise ApiError(
+            ErrorCode.RATE_LIMIT_EXCEEDED,
+            details={"group": group, "retryAfter": exc.retry_after_s},
+            headers={"Retry-After": str(exc.retry_after_s)},
+        ) from exc
+
+
+def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency counting each request per client address in ``group``."""
+
+    async def limit(request: Request) -> None:
+        await hit_limit(get_services(request), group, client_ip(request))
+
+    return limit
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    user: User
+    kind: Literal["session", "api_key"]
+    scopes: frozenset[Scope]
+    session_id: uuid.UUID | None = None
+    expires_at: datetime | None = None
+    api_key_id: int | None = None
+
+    @property
+    def rate_key(self) -> str:
+        return f"key:{self.api_key_id}" if self.kind == "api_key" else f"user:{self.user.id}"
+
+
+def _credentials(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return ""
+        return value.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key is not None else None
+
+
+async def current_principal(request: Request) -> Principal:
+    """The caller, or 401: no credentials, bad or expired token, revoked session, bad key."""
+    services = get_services(request)
+    credentials = _credentials(request)
+    if credentials is None:
+        raise auth_failure(services, ErrorCode.AUTHENTICATION_REQUIRED)
+    if credentials.startswith(KEY_MARKER):
+        principal = await _key_principal(services, credentials)
+    else:
+        principal = await _token_principal(services, credentials)
+    await hit_limit(services, "identity", principal.rate_key)
+    request.state.principal = principal
+    return principal
+
+
+async def _token_principal(services: Services, token: str) -> Principal:
+    try:
+        claims = services.tokens.verify(token)
+    except TokenError as exc:
+        code = ErrorCode.TOKEN_EXPIRED if exc.reason == "expired" else ErrorCode.INVALID_TOKEN
+        raise auth_failure(services, code) from exc
+    if await services.revocations.is_revoked(claims.session_id):
+        raise auth_failure(services, ErrorCode.INVALID_TOKEN, "The session has been revoked")
+    async with services.pool.connection() as conn:
+        user = await accounts.get_user(conn, claims.user_id)
+    if user is None or user.disabled:
+        raise auth_failure(services, ErrorCode.INVALID_TOKEN, "The account is not active")
+    return Principal(
+        user=user,
+        kind="session",
+        scopes=frozenset(Scope),
+        session_id=claims.session_id,
+        expires_at=claims.expires_at,
+    )
+
+
+async def _key_principal(services: Services, key: str) -> Principal:
+    async with services.pool.connection() as conn:
+        found = await keystore.authenticate_key(conn, key=key, now=services.clock())
+        user = await accounts.get_user(conn, found.user_id) if found else None
+    if found is None or user is None or user.disabled:
+        raise auth_failure(services, ErrorCode.INVALID_TOKEN, "The API key is not valid")
+    return Principal(
+        user=user,
+        kind="api_key",
+        scopes=found.scopes,
+        expires_at=found.expires_at,
+        api_key_id=found.id,
+    )
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_session(principal: CurrentPrincipal, request: Request) -> Principal:
+    """A signed-in user; API keys are refused (403) on account, key and admin routes."""
+    if principal.kind != "session":
+        raise auth_failure(
+            get_services(request), ErrorCode.FORBIDDEN, "This route needs a signed-in user"
+        )
+    return principal
+
+
+CurrentSession = Annotated[Principal, Depends(current_session)]
+
+
+def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting signed-in users whose role is one of ``roles`` (else 403)."""
+    allowed = frozenset(roles)
+
+    async def check(principal: CurrentSession, request: Request) -> Principal:
+        if principal.user.role not in allowed:
+            raise auth_failure(
+                get_services(request),
+                ErrorCode.FORBIDDEN,
+                f"This route needs the role {' or '.join(sorted(allowed))}",
+            )
+        return principal
+
+    return check
+
+
+def require_scope(*any_of: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting sessions, and API keys holding one of ``any_of``."""
+    wanted = frozenset(any_of)
+
+    async def check(principal: CurrentPrincipal, request: Request) -> Principal:
+        if not principal.scopes & wanted:
+            raise auth_failure(
+                get_services(request),
+                ErrorCode.FORBIDDEN,
+                f"This API key lacks the scope {' or '.join(sorted(wanted))}",
+            )
+        return principal
+
+    return check

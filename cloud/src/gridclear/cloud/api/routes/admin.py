@@ -1,0 +1,115 @@
+"""``/api/admin``: users and roles, and the audit log (admins only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from gridclear.cloud.api.deps import Principal, ServicesDep, require_role
+from gridclear.cloud.api.envelope import Ok, error_responses, ok
+from gridclear.cloud.api.errors import ApiError, ErrorCode
+from gridclear.cloud.api.routes._common import audit
+from gridclear.cloud.api.schemas import AuditEntryOut, RoleChangeIn, UserOut
+from gridclear.cloud.audit import AuditEvent, query_audit
+from gridclear.cloud.identity import accounts
+from gridclear.cloud.identity.roles import Role
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+_AUTH = (
+    ErrorCode.AUTHENTICATION_REQUIRED,
+    ErrorCode.INVALID_TOKEN,
+    ErrorCode.TOKEN_EXPIRED,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.RATE_LIMIT_EXCEEDED,
+    ErrorCode.VALIDATION_ERROR,
+)
+_MAX_ID = 2**63 - 1
+
+
+@router.get("/users", summary="Every account, by id", responses=error_responses(*_AUTH))
+async def list_users(
+    admin: Admin,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> Ok[list[UserOut]]:
+    async with services.pool.connection() as conn:
+        users = await accounts.list_users(conn, limit=limit, offset=offset)
+    return ok([UserOut.of(u) for u in users])
+
+
+@router.put(
+    "/users/{user_id}/role",
+    summary="Change a user's role",
+    responses=error_responses(*_AUTH, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT),
+)
+async def change_role(
+    user_id: int, body: RoleChangeIn, admin: Admin, services: ServicesDep, request: Request
+) -> Ok[UserOut]:
+    """The last active admin cannot be demoted (someone must be able to undo mistakes)."""
+    if not 0 < user_id <= _MAX_ID:
+        raise ApiError(ErrorCode.NOT_FOUND, "No such user")
+    async with services.pool.connection() as conn:
+        target = await accounts.get_user(conn, user_id)
+        if target is None:
+            raise ApiError(ErrorCode.NOT_FOUND, "No such user")
+        if (
+            target.role is Role.ADMIN
+            and body.role is not Role.ADMIN
+            and await accounts.count_admins(conn) <= 1
+        ):
+            raise ApiError(ErrorCode.CONFLICT, "This is the last admin; promote another first")
+        previous = await accounts.set_role(conn, user_id=user_id, role=body.role)
+        updated = await accounts.get_user(conn, user_id)
+    assert updated is not None
+    await audit(
+        services.pool,
+        request,
+        AuditEvent.ROLE_CHANGE,
+        "success",
+        actor_id=admin.user.id,
+        subject=str(user_id),
+        details={"from": previous.value if previous else None, "to": body.role.value},
+    )
+    return ok(UserOut.of(updated))
+
+
+@router.get(
+    "/audit",
+    summary="The audit log, newest first",
+    responses=error_responses(*_AUTH),
+)
+async def read_audit(
+    *,
+    admin: Admin,
+    services: ServicesDep,
+    event: Annotated[str | None, Query(max_length=64)] = None,
+    actor_id: Annotated[int | None, Query(alias="actorId", ge=1, le=_MAX_ID)] = None,
+    outcome: Literal["success", "failure"] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: Annotated[int | None, Query(alias="beforeId", ge=1, le=_MAX_ID)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Ok[list[AuditEntryOut]]:
+    """Filter by event name, actor, outcome and time; page with ``beforeId``."""
+    for moment in (since, until):
+        if moment is not None and moment.tzinfo is None:
+            raise ApiError(ErrorCode.VALIDATION_ERROR, "since and until need a time zone")
+    async with services.pool.connection() as conn:
+        entries = await query_audit(
+            conn,
+            event=event,
+            actor_id=actor_id,
+            outcome=outcome,
+            since=since,
+            until=until,
+            before_id=before_id,
+            limit=limit,
+        )
+    return ok([AuditEntryOut.of(e) for e in entries])

@@ -1,0 +1,347 @@
+"""``/api/auth``: wallet sign-in (the seed's paths and shapes), passwords, tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends, Request, status
+
+from gridclear.cloud.api.deps import (
+    CurrentPrincipal,
+    CurrentSession,
+    ServicesDep,
+    auth_failure,
+    hit_limit,
+    rate_limit,
+)
+from gridclear.cloud.api.envelope import Ok, error_responses, ok
+from gridclear.cloud.api.errors import ApiError, ErrorCode
+from gridclear.cloud.api.routes._common import audit, check_wallet_proof, new_session, session_out
+from gridclear.cloud.api.schemas import (
+    ChallengeOut,
+    InitIn,
+    LoggedOutOut,
+    LoginIn,
+    PasswordChangeIn,
+    RefreshIn,
+    RegisterIn,
+    SessionOut,
+    UserOut,
+    ValidateOut,
+    VerifyIn,
+)
+from gridclear.cloud.audit import AuditEvent
+from gridclear.cloud.identity import accounts, sessions
+from gridclear.cloud.identity.nonces import Challenge
+from gridclear.cloud.identity.siws import build_message, is_solana_address, new_nonce
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+_LIMITED = error_responses(ErrorCode.VALIDATION_ERROR, ErrorCode.RATE_LIMIT_EXCEEDED)
+_AUTHED = error_responses(
+    ErrorCode.AUTHENTICATION_REQUIRED,
+    ErrorCode.INVALID_TOKEN,
+    ErrorCode.TOKEN_EXPIRED,
+    ErrorCode.RATE_LIMIT_EXCEEDED,
+)
+_SESSION_ONLY = error_responses(
+    ErrorCode.AUTHENTICATION_REQUIRED,
+    ErrorCode.INVALID_TOKEN,
+    ErrorCode.TOKEN_EXPIRED,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.RATE_LIMIT_EXCEEDED,
+)
+
+
+@router.post(
+    "/init",
+    summary="Start a wallet sign-in: get the message to sign",
+    dependencies=[Depends(rate_limit("auth"))],
+    responses=_LIMITED,
+)
+async def init_sign_in(body: InitIn, services: ServicesDep) -> Ok[ChallengeOut]:
+    """Issue a single-use Sign-In-With-Solana message for the wallet, valid for a few minutes."""
+    if not is_solana_address(body.wallet_address):
+        raise ApiError(ErrorCode.VALIDATION_ERROR, "walletAddress is not a Solana address")
+    await hit_limit(services, "account", f"wallet:{body.wallet_address}")
+    return ok(await issue_challenge(services, address=body.wallet_address, purpose="sign-in"))
+
+
+async def issue_challenge(
+    services: ServicesDep,
+    *,
+    address: str,
+    purpose: str,
+    user_id: int | None = None,
+    statement: str | None = None,
+) -> ChallengeOut:
+    settings = services.settings
+    now = services.clock()
+    expires = now + timedelta(seconds=settings.nonce_ttl_s)
+    nonce = new_nonce()
+    message = build_message(
+        domain=settings.siws_domain,
+        address=address,
+        statement=statement or settings.siws_statement,
+        uri=settings.siws_uri,
+        chain_id=settings.siws_chain_id,
+        nonce=nonce,
+        issued_at=now,
+        expires_at=expires,
+    )
+    await services.nonces.issue(
+        Challenge(
+            nonce=nonce,
+            address=address,
+            message=message,
+            expires_at=expires.timestamp(),
+            purpose="link" if purpose == "link" else "sign-in",
+            user_id=user_id,
+        )
+    )
+    return ChallengeOut(nonce=nonce, message=message, expires_at=expires)
+
+
+@router.post(
+    "/verify",
+    summary="Finish a wallet sign-in: send the signed message, get tokens",
+    dependencies=[Depends(rate_limit("auth"))],
+    responses=error_responses(
+        ErrorCode.INVALID_MESSAGE,
+        ErrorCode.INVALID_SIGNATURE,
+        ErrorCode.NONCE_INVALID,
+        ErrorCode.NONCE_EXPIRED,
+        ErrorCode.FORBIDDEN,
+        ErrorCode.VALIDATION_ERROR,
+        ErrorCode.RATE_LIMIT_EXCEEDED,
+    ),
+)
+async def verify_sign_in(body: VerifyIn, services: ServicesDep, request: Request) -> Ok[SessionOut]:
+    """Check the message is exactly the one issued, unexpired, and signed by the wallet.
+
+    The first sign-in of a wallet creates its account (role participant).
+    """
+    await hit_limit(services, "account", f"wallet:{body.wallet_address}")
+    await check_wallet_proof(
+        services,
+        request,
+        event=AuditEvent.WALLET_SIGN_IN,
+        purpose="sign-in",
+        address=body.wallet_address,
+        message=body.message,
+        signature=body.signature,
+    )
+    async with services.pool.connection() as conn:
+        user, created = await accounts.user_for_wallet(conn, body.wallet_address)
+    if user.disabled:
+        raise auth_failure(services, ErrorCode.FORBIDDEN, "This account is disabled")
+    session = await new_session(services, user)
+    await audit(
+        services.pool,
+        request,
+        AuditEvent.WALLET_SIGN_IN,
+        "success",
+        actor_id=user.id,
+        subject=body.wallet_address,
+        details={"created": created},
+    )
+    return ok(session)
+
+
+@router.post(
+    "/register",
+    summary="Create a password account and sign in",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(rate_limit("auth"))],
+    responses=error_responses(
+        ErrorCode.CONFLICT, ErrorCode.VALIDATION_ERROR, ErrorCode.RATE_LIMIT_EXCEEDED
+    ),
+)
+async def register(body: RegisterIn, services: ServicesDep, request: Request) -> Ok[SessionOut]:
+    password_hash = await services.passwords.hash(body.password)
+    async with services.pool.connection() as conn:
+        try:
+            user = await accounts.create_password_user(
+                conn, email=body.email, password_hash=password_hash, display_name=body.display_name
+            )
+        except accounts.AccountConflictError as exc:
+            raise ApiError(ErrorCode.CONFLICT, "An account with this email exists") from exc
+    await audit(
+        services.pool, request, AuditEvent.REGISTER, "success", actor_id=user.id, subject=user.email
+    )
+    return ok(await new_session(services, user))
+
+
+@router.post(
+    "/login",
+    summary="Sign in with email and password",
+    dependencies=[Depends(rate_limit("auth"))],
+    responses=error_responses(
+        ErrorCode.INVALID_CREDENTIALS, ErrorCode.VALIDATION_ERROR, ErrorCode.RATE_LIMIT_EXCEEDED
+    ),
+)
+async def login(body: LoginIn, services: ServicesDep, request: Request) -> Ok[SessionOut]:
+    await hit_limit(services, "account", f"email:{body.email}")
+    async with services.pool.connection() as conn:
+        user = await accounts.get_user_by_email(conn, body.email)
+        stored = await accounts.get_password_hash(conn, user.id) if user else None
+    if not await services.passwords.verify(stored, body.password) or user is None or user.disabled:
+        await audit(
+            services.pool,
+            request,
+            AuditEvent.PASSWORD_SIGN_IN,
+            "failure",
+            actor_id=user.id if user else None,
+            subject=body.email,
+            details={"reason": "credentials"},
+        )
+        raise auth_failure(services, ErrorCode.INVALID_CREDENTIALS)
+    if stored is not None and services.passwords.needs_rehash(stored):
+        new_hash = await services.passwords.hash(body.password)
+        async with services.pool.connection() as conn:
+            await accounts.set_password_hash(conn, user_id=user.id, password_hash=new_hash)
+    await audit(
+        services.pool,
+        request,
+        AuditEvent.PASSWORD_SIGN_IN,
+        "success",
+        actor_id=user.id,
+        subject=body.email,
+    )
+    return ok(await new_session(services, user))
+
+
+@router.post(
+    "/refresh",
+    summary="Trade a refresh token for new tokens (the old one is used up)",
+    dependencies=[Depends(rate_limit("auth"))],
+    responses=error_responses(
+        ErrorCode.INVALID_TOKEN,
+        ErrorCode.REFRESH_TOKEN_REUSED,
+        ErrorCode.VALIDATION_ERROR,
+        ErrorCode.RATE_LIMIT_EXCEEDED,
+    ),
+)
+async def refresh(body: RefreshIn, services: ServicesDep, request: Request) -> Ok[SessionOut]:
+    """Rotate: a refresh token works once. Presenting a used one revokes its whole session."""
+    try:
+        async with services.pool.connection() as conn:
+            rotated = await sessions.rotate(
+                conn,
+                token=body.refresh_token,
+                now=services.clock(),
+                ttl=timedelta(seconds=services.settings.refresh_token_ttl_s),
+            )
+            user = await accounts.get_user(conn, rotated.user_id)
+    except sessions.RefreshError as exc:
+        if exc.reason == "reused" and exc.family_id is not None:
+            await services.revocations.revoke(exc.family_id)
+            await audit(
+                services.pool,
+                request,
+                AuditEvent.REFRESH_REUSE,
+                "failure",
+                actor_id=exc.user_id,
+                subject=str(exc.family_id),
+                details={"revoked": "session"},
+            )
+            raise auth_failure(services, ErrorCode.REFRESH_TOKEN_REUSED) from exc
+        raise auth_failure(
+            services, ErrorCode.INVALID_TOKEN, f"The refresh token is {exc.reason}"
+        ) from exc
+    if user is None or user.disabled:
+        raise auth_failure(services, ErrorCode.INVALID_TOKEN, "The account is not active")
+    return ok(session_out(services, user, rotated.family_id, rotated.refresh_token))
+
+
+@router.post(
+    "/logout",
+    summary="Revoke this session: its access and refresh tokens stop working",
+    responses=_SESSION_ONLY,
+)
+async def logout(
+    principal: CurrentSession, services: ServicesDep, request: Request
+) -> Ok[LoggedOutOut]:
+    assert principal.session_id is not None
+    async with services.pool.connection() as conn:
+        await sessions.revoke_family(conn, family_id=principal.session_id, now=services.clock())
+    await services.revocations.revoke(principal.session_id)
+    await audit(
+        services.pool,
+        request,
+        AuditEvent.LOGOUT,
+        "success",
+        actor_id=principal.user.id,
+        subject=str(principal.session_id),
+    )
+    return ok(LoggedOutOut())
+
+
+@router.get("/validate", summary="Check the presented token or API key", responses=_AUTHED)
+async def validate(principal: CurrentPrincipal) -> Ok[ValidateOut]:
+    return ok(
+        ValidateOut(
+            user_id=principal.user.id,
+            role=principal.user.role,
+            kind=principal.kind,
+            scopes=sorted(principal.scopes),
+            expires_at=principal.expires_at,
+        )
+    )
+
+
+@router.get("/profile", summary="The signed-in user", responses=_AUTHED)
+async def auth_profile(principal: CurrentPrincipal) -> Ok[UserOut]:
+    return ok(UserOut.of(principal.user))
+
+
+@router.put(
+    "/password",
+    summary="Change the password; other sessions are signed out",
+    responses=error_responses(
+        ErrorCode.AUTHENTICATION_REQUIRED,
+        ErrorCode.INVALID_TOKEN,
+        ErrorCode.TOKEN_EXPIRED,
+        ErrorCode.INVALID_CREDENTIALS,
+        ErrorCode.FORBIDDEN,
+        ErrorCode.CONFLICT,
+        ErrorCode.VALIDATION_ERROR,
+        ErrorCode.RATE_LIMIT_EXCEEDED,
+    ),
+)
+async def change_password(
+    body: PasswordChangeIn, principal: CurrentSession, services: ServicesDep, request: Request
+) -> Ok[UserOut]:
+    user = principal.user
+    async with services.pool.connection() as conn:
+        stored = await accounts.get_password_hash(conn, user.id)
+    if stored is None:
+        raise ApiError(ErrorCode.CONFLICT, "This account has no password; add one first")
+    if not await services.passwords.verify(stored, body.current_password):
+        await audit(
+            services.pool,
+            request,
+            AuditEvent.PASSWORD_CHANGE,
+            "failure",
+            actor_id=user.id,
+            details={"reason": "credentials"},
+        )
+        raise auth_failure(services, ErrorCode.INVALID_CREDENTIALS, "The current password is wrong")
+    new_hash = await services.passwords.hash(body.new_password)
+    async with services.pool.connection() as conn:
+        await accounts.set_password_hash(conn, user_id=user.id, password_hash=new_hash)
+        revoked = await sessions.revoke_user_sessions(
+            conn, user_id=user.id, now=services.clock(), keep=principal.session_id
+        )
+    await services.revocations.revoke(*revoked)
+    await audit(
+        services.pool,
+        request,
+        AuditEvent.PASSWORD_CHANGE,
+        "success",
+        actor_id=user.id,
+        details={"sessionsRevoked": len(revoked)},
+    )
+    return ok(UserOut.of(user))

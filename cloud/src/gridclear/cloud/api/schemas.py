@@ -1,0 +1,232 @@
+"""Request and response bodies of the identity API (camelCase on the wire)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
+
+from gridclear.cloud.api.envelope import ApiModel
+from gridclear.cloud.audit import AuditEntry
+from gridclear.cloud.identity.accounts import User
+from gridclear.cloud.identity.keystore import ApiKey
+from gridclear.cloud.identity.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
+from gridclear.cloud.identity.roles import Role, Scope
+
+__all__ = [
+    "ApiKeyCreateIn",
+    "ApiKeyCreatedOut",
+    "ApiKeyOut",
+    "AuditEntryOut",
+    "ChallengeOut",
+    "CredentialsIn",
+    "HealthOut",
+    "InitIn",
+    "LoggedOutOut",
+    "LoginIn",
+    "PasswordChangeIn",
+    "ProfileUpdateIn",
+    "ReadyOut",
+    "RefreshIn",
+    "RegisterIn",
+    "RoleChangeIn",
+    "SessionOut",
+    "UserOut",
+    "ValidateOut",
+    "VerifyIn",
+]
+
+# Deliverability is proven only by sending mail, which is not this service's job;
+# a shape check (and lower-casing) is all that is useful here, so no extra library.
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+
+
+def _email(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) > 254 or not _EMAIL.match(value):
+        raise ValueError("not an email address")
+    return value
+
+
+Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_email)]
+NewPassword = Annotated[str, Field(min_length=MIN_PASSWORD_CHARS, max_length=MAX_PASSWORD_CHARS)]
+AnyPassword = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_CHARS)]
+WalletAddress = Annotated[
+    str,
+    Field(
+        min_length=32,
+        max_length=44,
+        pattern=r"^[1-9A-HJ-NP-Za-km-z]+$",
+        description="Solana address: a base58 Ed25519 public key",
+    ),
+]
+Signature = Annotated[
+    str,
+    Field(
+        min_length=64,
+        max_length=100,
+        pattern=r"^[1-9A-HJ-NP-Za-km-z]+$",
+        description="base58 Ed25519 signature of the message's UTF-8 bytes",
+    ),
+]
+DisplayName = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class UserOut(ApiModel):
+    id: int
+    wallet_address: str | None
+    wallets: list[str]
+    email: str | None
+    display_name: str | None
+    role: Role
+    has_password: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            id=user.id,
+            wallet_address=user.wallet_address,
+            wallets=list(user.wallets),
+            email=user.email,
+            display_name=user.display_name,
+            role=user.role,
+            has_password=user.has_password,
+            created_at=user.created_at,
+        )
+
+
+class InitIn(ApiModel):
+    wallet_address: WalletAddress
+
+
+class ChallengeOut(ApiModel):
+    nonce: str
+    message: str = Field(description="Sign exactly this text (UTF-8) with the wallet")
+    expires_at: datetime
+
+
+class VerifyIn(ApiModel):
+    wallet_address: WalletAddress
+    signature: Signature
+    message: str = Field(min_length=1, max_length=2048)
+
+
+class SessionOut(ApiModel):
+    access_token: str
+    refresh_token: str
+    expires_in: int = Field(description="Seconds until the access token expires")
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (a name, not a secret)
+    user: UserOut
+
+
+class RegisterIn(ApiModel):
+    email: Email
+    password: NewPassword
+    display_name: DisplayName | None = None
+
+
+class LoginIn(ApiModel):
+    email: Email
+    password: AnyPassword
+
+
+class RefreshIn(ApiModel):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class LoggedOutOut(ApiModel):
+    logged_out: Literal[True] = True
+
+
+class PasswordChangeIn(ApiModel):
+    current_password: AnyPassword
+    new_password: NewPassword
+
+
+class ValidateOut(ApiModel):
+    valid: Literal[True] = True
+    user_id: int
+    role: Role
+    kind: Literal["session", "api_key"]
+    scopes: list[Scope]
+    expires_at: datetime | None
+
+
+class ProfileUpdateIn(ApiModel):
+    display_name: DisplayName | None
+
+
+class CredentialsIn(ApiModel):
+    email: Email
+    password: NewPassword
+
+
+class ApiKeyCreateIn(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=3)]
+    expires_at: datetime | None = None
+
+
+class ApiKeyOut(ApiModel):
+    id: int
+    name: str
+    prefix: str
+    scopes: list[Scope]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyOut:
+        return cls(
+            id=key.id,
+            name=key.name,
+            prefix=key.prefix,
+            scopes=sorted(key.scopes),
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            last_used_at=key.last_used_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class ApiKeyCreatedOut(ApiKeyOut):
+    key: str = Field(description="The key itself: shown this once, store it now")
+
+
+class RoleChangeIn(ApiModel):
+    role: Role
+
+
+class AuditEntryOut(ApiModel):
+    id: int
+    at: datetime
+    event: str
+    outcome: Literal["success", "failure"]
+    actor_id: int | None
+    subject: str | None
+    ip: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryOut:
+        return cls(**entry.__dict__)
+
+
+class HealthOut(ApiModel):
+    status: Literal["ok", "degraded"]
+    timestamp: datetime
+    uptime: float = Field(description="Seconds since this process started serving")
+    version: str
+    database: Literal["connected", "disconnected"]
+    redis: Literal["connected", "disconnected"]
+
+
+class ReadyOut(ApiModel):
+    status: Literal["ready"] = "ready"
+    checks: dict[str, bool]

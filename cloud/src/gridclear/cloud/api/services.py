@@ -1,0 +1,45 @@
+"""What a running API holds: settings, pool, Redis, token keys, stores, limiter, metrics.
+
+Built by the app's lifespan and reached by dependencies through
+``request.app.state.services``; nothing global.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from redis.asyncio import Redis
+
+from gridclear.cloud.api.metrics import ApiMetrics
+from gridclear.cloud.api.ratelimit import RateLimiter
+from gridclear.cloud.identity.nonces import NonceStore
+from gridclear.cloud.identity.passwords import Passwords
+from gridclear.cloud.identity.sessions import SessionRevocations
+from gridclear.cloud.identity.tokens import AccessTokens
+from gridclear.cloud.settings import Settings
+from gridclear.cloud.storage.pool import Pool
+
+__all__ = ["Clock", "ReadinessCheck", "Services"]
+
+Clock = Callable[[], datetime]
+ReadinessCheck = Callable[[], Awaitable[bool]]
+"""A named dependency check for readiness: True when the dependency answers."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    pool: Pool
+    redis: Redis
+    tokens: AccessTokens
+    nonces: NonceStore
+    revocations: SessionRevocations
+    passwords: Passwords
+    limiter: RateLimiter
+    metrics: ApiMetrics
+    started_monotonic: float = field(default_factory=time.monotonic)
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)

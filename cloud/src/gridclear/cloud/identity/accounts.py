@@ -1,0 +1,227 @@
+"""Users and their wallets in PostgreSQL.
+
+Every function takes an open connection (autocommit) and opens its own
+transaction where it writes more than one row, so callers cannot leave an
+account half made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from gridclear.cloud.identity.roles import Role
+
+__all__ = [
+    "AccountConflictError",
+    "User",
+    "add_credentials",
+    "count_admins",
+    "create_password_user",
+    "get_password_hash",
+    "get_user",
+    "get_user_by_email",
+    "link_wallet",
+    "list_users",
+    "set_password_hash",
+    "set_role",
+    "update_profile",
+    "user_for_wallet",
+]
+
+Conn = AsyncConnection[DictRow]
+
+
+class AccountConflictError(Exception):
+    """The email or wallet already belongs to an account."""
+
+
+@dataclass(frozen=True)
+class User:
+    """An account as the API shows it (never with its password hash)."""
+
+    id: int
+    email: str | None
+    display_name: str | None
+    role: Role
+    disabled: bool
+    created_at: datetime
+    has_password: bool
+    wallets: tuple[str, ...]
+
+    @property
+    def wallet_address(self) -> str | None:
+        """The first linked wallet: the seed's ``walletAddress``."""
+        return self.wallets[0] if self.wallets else None
+
+
+_SELECT_USER = """
+SELECT u.id, u.email, u.display_name, u.role, u.disabled, u.created_at,
+       u.password_hash IS NOT NULL AS has_password,
+       COALESCE(array_agg(w.address ORDER BY w.linked_at, w.address)
+                FILTER (WHERE w.address IS NOT NULL), '{}') AS wallets
+FROM users u LEFT JOIN wallets w ON w.user_id = u.id
+"""
+
+
+def _user(row: dict[str, Any]) -> User:
+    return User(
+        id=row["id"],
+        email=row["email"],
+        display_name=row["display_name"],
+        role=Role(row["role"]),
+        disabled=row["disabled"],
+        created_at=row["created_at"],
+        has_password=row["has_password"],
+        wallets=tuple(row["wallets"]),
+    )
+
+
+async def get_user(conn: Conn, user_id: int) -> User | None:
+    cur = await conn.execute(_SELECT_USER + " WHERE u.id = %s GROUP BY u.id", (user_id,))
+    row = await cur.fetchone()
+    return _user(row) if row else None
+
+
+async def get_user_by_email(conn: Conn, email: str) -> User | None:
+    cur = await conn.execute(_SELECT_USER + " WHERE u.email = %s GROUP BY u.id", (email,))
+    row = await cur.fetchone()
+    return _user(row) if row else None
+
+
+async def get_password_hash(conn: Conn, user_id: int) -> str | None:
+    cur = await conn.execute("SELECT password_hash FROM users WHERE id = %s", (user_id,))
+    row = await cur.fetchone()
+    return row["password_hash"] if row else None
+
+
+async def user_for_wallet(conn: Conn, address: str) -> tuple[User, bool]:
+    """The account that owns ``address``, created as a participant if none does.
+
+    Returns the user and whether it was created now. Two sign-ins racing for a
+    new wallet end with one account.
+    """
+    cur = await conn.execute("SELECT user_id FROM wallets WHERE address = %s", (address,))
+    row = await cur.fetchone()
+    if row is None:
+        try:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "INSERT INTO users (role) VALUES (%s) RETURNING id", (Role.PARTICIPANT,)
+                )
+                created = await cur.fetchone()
+                assert created is not None
+                await conn.execute(
+                    "INSERT INTO wallets (address, user_id) VALUES (%s, %s)",
+                    (address, created["id"]),
+                )
+        except psycopg.errors.UniqueViolation:
+            cur = await conn.execute("SELECT user_id FROM wallets WHERE address = %s", (address,))
+            row = await cur.fetchone()
+            assert row is not None
+        else:
+            user = await get_user(conn, created["id"])
+            assert user is not None
+            return user, True
+    user = await get_user(conn, row["user_id"])
+    assert user is not None
+    return user, False
+
+
+async def create_password_user(
+    conn: Conn,
+    *,
+    email: str,
+    password_hash: str,
+    display_name: str | None,
+    role: Role = Role.PARTICIPANT,
+) -> User:
+    """A new password account; :class:`AccountConflictError` when the email is taken."""
+    try:
+        cur = await conn.execute(
+            "INSERT INTO users (email, password_hash, display_name, role)"
+            " VALUES (%s, %s, %s, %s) RETURNING id",
+            (email, password_hash, display_name, role),
+        )
+    except psycopg.errors.UniqueViolation as exc:
+        raise AccountConflictError("an account with this email exists") from exc
+    row = await cur.fetchone()
+    assert row is not None
+    user = await get_user(conn, row["id"])
+    assert user is not None
+    return user
+
+
+async def add_credentials(conn: Conn, *, user_id: int, email: str, password_hash: str) -> None:
+    """Give a wallet-only account an email and password (once)."""
+    try:
+        cur = await conn.execute(
+            "UPDATE users SET email = %s, password_hash = %s, updated_at = now()"
+            " WHERE id = %s AND email IS NULL",
+            (email, password_hash, user_id),
+        )
+    except psycopg.errors.UniqueViolation as exc:
+        raise AccountConflictError("an account with this email exists") from exc
+    if cur.rowcount != 1:
+        raise AccountConflictError("this account already has an email and password")
+
+
+async def set_password_hash(conn: Conn, *, user_id: int, password_hash: str) -> None:
+    await conn.execute(
+        "UPDATE users SET password_hash = %s, updated_at = now() WHERE id = %s",
+        (password_hash, user_id),
+    )
+
+
+async def link_wallet(conn: Conn, *, user_id: int, address: str) -> None:
+    """Link ``address`` to the account; :class:`AccountConflictError` if another owns it."""
+    cur = await conn.execute(
+        "INSERT INTO wallets (address, user_id) VALUES (%s, %s)"
+        " ON CONFLICT (address) DO NOTHING RETURNING user_id",
+        (address, user_id),
+    )
+    if await cur.fetchone() is None:
+        cur = await conn.execute("SELECT user_id FROM wallets WHERE address = %s", (address,))
+        row = await cur.fetchone()
+        if row is None or row["user_id"] != user_id:
+            raise AccountConflictError("this wallet belongs to another account")
+
+
+async def update_profile(conn: Conn, *, user_id: int, display_name: str | None) -> None:
+    await conn.execute(
+        "UPDATE users SET display_name = %s, updated_at = now() WHERE id = %s",
+        (display_name, user_id),
+    )
+
+
+async def set_role(conn: Conn, *, user_id: int, role: Role) -> Role | None:
+    """Change a user's role; returns the previous role, or None for no such user."""
+    async with conn.transaction():
+        cur = await conn.execute("SELECT role FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        await conn.execute(
+            "UPDATE users SET role = %s, updated_at = now() WHERE id = %s", (role, user_id)
+        )
+        return Role(row["role"])
+
+
+async def count_admins(conn: Conn) -> int:
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM users WHERE role = 'admin' AND NOT disabled"
+    )
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
+async def list_users(conn: Conn, *, limit: int, offset: int) -> list[User]:
+    cur = await conn.execute(
+        _SELECT_USER + " GROUP BY u.id ORDER BY u.id LIMIT %s OFFSET %s", (limit, offset)
+    )
+    return [_user(row) for row in await cur.fetchall()]

@@ -1,0 +1,256 @@
+"""Typed settings of the cloud API, built once at start-up and passed in.
+
+Every value comes from one environment variable named in :mod:`gridclear.cloud.env`
+(or from keyword arguments, as tests do). Nothing reads the environment at
+import time.
+
+Secrets and modes:
+
+- ``GRIDCLEAR_ENV=production`` refuses to start without a real Ed25519 signing
+  key for access tokens, with a ``localhost`` sign-in domain, with a ``*`` CORS
+  origin, or with password hashing weaker than OWASP's argon2id minimum.
+- In development, when no key is configured, :meth:`Settings.load` generates a
+  fresh one for this process start and logs a warning: tokens then die with the
+  process, and nothing secret is ever written to the repository. ``serve`` hands
+  that key to its worker processes through the environment, so several workers
+  accept each other's tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal, Self
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gridclear.cloud import env as names
+
+__all__ = [
+    "DEFAULT_RATE_LIMITS",
+    "OWASP_ARGON2_MIN_MEMORY_KIB",
+    "Settings",
+    "SettingsError",
+    "generate_signing_key_pem",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RATE_LIMITS: dict[str, str] = {
+    # Unauthenticated sign-in and registration, per client address.
+    "auth": "30/minute",
+    # Sign-in attempts naming one wallet or email, from anywhere.
+    "account": "10/minute",
+    # Every other /api route, per client address.
+    "api": "600/minute",
+    # Every authenticated request, per user or API key.
+    "identity": "1200/minute",
+}
+"""Route group -> limit, in the ``limits`` notation (``"5/second;100/minute"`` stacks)."""
+
+OWASP_ARGON2_MIN_MEMORY_KIB = 19 * 1024
+"""OWASP's minimum argon2id memory (19 MiB with two passes); production refuses less."""
+
+
+class SettingsError(ValueError):
+    """The configuration is unusable; the message names the variable and the fix."""
+
+
+def generate_signing_key_pem() -> str:
+    """A fresh Ed25519 private key, PEM (PKCS#8), for signing access tokens."""
+    key = Ed25519PrivateKey.generate()
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+class Settings(BaseSettings):
+    """What the API needs to run. Field docs name the environment variable."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+        frozen=True,
+    )
+
+    env: Literal["development", "production"] = Field(
+        default="development", validation_alias=names.ENV
+    )
+    """GRIDCLEAR_ENV."""
+    database_url: str | None = Field(default=None, validation_alias=names.DATABASE_URL)
+    """GRIDCLEAR_DATABASE_URL: PostgreSQL conninfo or URL."""
+    redis_url: str | None = Field(default=None, validation_alias=names.REDIS_URL)
+    """GRIDCLEAR_REDIS_URL."""
+    redis_key_prefix: str = Field(default="gridclear:", validation_alias=names.REDIS_KEY_PREFIX)
+    """GRIDCLEAR_REDIS_KEY_PREFIX: every Redis key the API writes starts with it."""
+
+    jwt_private_key: SecretStr | None = Field(default=None, validation_alias=names.JWT_PRIVATE_KEY)
+    """GRIDCLEAR_JWT_PRIVATE_KEY: PEM Ed25519 private key."""
+    jwt_private_key_file: Path | None = Field(
+        default=None, validation_alias=names.JWT_PRIVATE_KEY_FILE
+    )
+    """GRIDCLEAR_JWT_PRIVATE_KEY_FILE: a file holding that PEM key."""
+    jwt_issuer: str = Field(default="gridclear", min_length=1, validation_alias=names.JWT_ISSUER)
+    jwt_audience: str = Field(
+        default="gridclear-api", min_length=1, validation_alias=names.JWT_AUDIENCE
+    )
+    access_token_ttl_s: int = Field(
+        default=900, ge=30, le=86_400, validation_alias=names.ACCESS_TOKEN_TTL_S
+    )
+    refresh_token_ttl_s: int = Field(
+        default=30 * 86_400, ge=300, le=365 * 86_400, validation_alias=names.REFRESH_TOKEN_TTL_S
+    )
+
+    siws_domain: str = Field(
+        default="localhost:8000", min_length=1, validation_alias=names.SIWS_DOMAIN
+    )
+    siws_uri: str = Field(
+        default="http://localhost:8000", min_length=1, validation_alias=names.SIWS_URI
+    )
+    siws_chain_id: str = Field(
+        default="mainnet", min_length=1, validation_alias=names.SIWS_CHAIN_ID
+    )
+    siws_statement: str = Field(
+        default="Sign in to gridclear, the local energy market.",
+        min_length=1,
+        max_length=200,
+        validation_alias=names.SIWS_STATEMENT,
+    )
+    nonce_ttl_s: int = Field(default=300, ge=30, le=3600, validation_alias=names.NONCE_TTL_S)
+
+    cors_origins: list[str] = Field(default_factory=list, validation_alias=names.CORS_ORIGINS)
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, validation_alias=names.MAX_BODY_BYTES
+    )
+    rate_limits: dict[str, str] = Field(default_factory=dict, validation_alias=names.RATE_LIMITS)
+    """GRIDCLEAR_RATE_LIMITS: overrides merged over :data:`DEFAULT_RATE_LIMITS`."""
+    rate_limits_enabled: bool = Field(default=True, validation_alias=names.RATE_LIMITS_ENABLED)
+    db_pool_min: int = Field(default=1, ge=1, le=100, validation_alias=names.DB_POOL_MIN)
+    db_pool_max: int = Field(default=10, ge=1, le=200, validation_alias=names.DB_POOL_MAX)
+    argon2_time_cost: int = Field(default=3, ge=1, le=20, validation_alias=names.ARGON2_TIME_COST)
+    argon2_memory_kib: int = Field(
+        default=64 * 1024, ge=8, le=4 * 1024 * 1024, validation_alias=names.ARGON2_MEMORY_KIB
+    )
+    log_format: Literal["json", "text"] = Field(default="json", validation_alias=names.LOG_FORMAT)
+    log_level: str = Field(default="INFO", validation_alias=names.LOG_LEVEL)
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1", validation_alias=names.FORWARDED_ALLOW_IPS
+    )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _merge_rate_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        from limits import parse_many
+
+        merged = {**DEFAULT_RATE_LIMITS, **value}
+        for group, spec in merged.items():
+            try:
+                parse_many(spec)
+            except ValueError as exc:
+                raise ValueError(f"rate limit for {group!r} is not valid: {spec!r}") from exc
+        return merged
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError(f"{names.DB_POOL_MIN} must not exceed {names.DB_POOL_MAX}")
+        if self.jwt_private_key is not None and self.jwt_private_key_file is not None:
+            raise ValueError(
+                f"set {names.JWT_PRIVATE_KEY} or {names.JWT_PRIVATE_KEY_FILE}, not both"
+            )
+        if self.env == "production":
+            self._check_production()
+        return self
+
+    def _check_production(self) -> None:
+        problems = []
+        if self.jwt_private_key is None and self.jwt_private_key_file is None:
+            problems.append(
+                f"no access-token signing key: set {names.JWT_PRIVATE_KEY_FILE} to a PEM Ed25519 "
+                "private key (openssl genpkey -algorithm ed25519 -out jwt.pem)"
+            )
+        else:
+            try:
+                self.signing_key()
+            except SettingsError as exc:
+                problems.append(str(exc))
+        if self.siws_domain.split(":")[0] in {"localhost", "127.0.0.1", "::1"}:
+            problems.append(f"{names.SIWS_DOMAIN} must be the public domain users sign in to")
+        if "*" in self.cors_origins:
+            problems.append(f"{names.CORS_ORIGINS} must list origins, not '*'")
+        if self.argon2_memory_kib < OWASP_ARGON2_MIN_MEMORY_KIB or self.argon2_time_cost < 2:
+            problems.append(
+                f"argon2id parameters below OWASP's minimum (19 MiB, 2 passes): "
+                f"{names.ARGON2_MEMORY_KIB}={self.argon2_memory_kib}, "
+                f"{names.ARGON2_TIME_COST}={self.argon2_time_cost}"
+            )
+        if problems:
+            raise ValueError("refusing to run in production: " + "; ".join(problems))
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The access-token signing key; raises :class:`SettingsError` if unusable."""
+        if self.jwt_private_key_file is not None:
+            try:
+                pem = self.jwt_private_key_file.read_bytes()
+            except OSError as exc:
+                raise SettingsError(
+                    f"{names.JWT_PRIVATE_KEY_FILE}: cannot read {self.jwt_private_key_file}: {exc}"
+                ) from exc
+        elif self.jwt_private_key is not None:
+            pem = self.jwt_private_key.get_secret_value().encode()
+        else:
+            raise SettingsError(f"no access-token signing key: set {names.JWT_PRIVATE_KEY_FILE}")
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(
+                "the access-token signing key is not an unencrypted PEM private key"
+            ) from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise SettingsError("the access-token signing key must be Ed25519")
+        return key
+
+    @classmethod
+    def load(cls) -> Settings:
+        """Settings from the environment; in development, a per-process key when none is set.
+
+        Raises :class:`SettingsError` (with every problem named) when the
+        configuration is unusable.
+        """
+        from pydantic import ValidationError
+
+        try:
+            settings = cls()
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from exc
+        if settings.env == "development" and (
+            settings.jwt_private_key is None and settings.jwt_private_key_file is None
+        ):
+            log.warning(
+                "development mode: no %s set, signing access tokens with a key generated "
+                "for this process start; tokens stop working when it restarts",
+                names.JWT_PRIVATE_KEY_FILE,
+            )
+            settings = settings.model_copy(
+                update={"jwt_private_key": SecretStr(generate_signing_key_pem())}
+            )
+        settings.signing_key()
+        return settings
+
+
+def _describe(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "settings"
+        parts.append(f"{where}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(parts)
