@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gridclear.cloud import __version__
+from gridclear.cloud.market._cli import add_market_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
     _add_api_commands(commands)
+    add_market_commands(commands)
     return parser
 
 
