@@ -16,6 +16,9 @@ Isolation between tests:
 
 The fixtures for the local servers (``local_postgres``, ``local_mosquitto``, …)
 give fault tests the server object itself, to stop, kill and restart it.
+
+``metersim`` runs simulated Modbus meters (``gridclear-metersim serve``) over
+real TCP and pseudo-terminal RTU lines, with run-time fault switches.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -41,6 +44,7 @@ from gridclear.cloud.localservices import (
     PostgresServer,
     RedisServer,
 )
+from gridclear.metersim.process import MetersimProcess
 
 __all__ = ["REPO_ROOT"]
 
@@ -191,3 +195,38 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 def mqtt_topic_prefix() -> str:
     """A topic prefix no other test uses (``test/<random>/``)."""
     return f"test/{uuid.uuid4().hex[:12]}/"
+
+
+# ------------------------------------------------------------ simulated meters
+
+
+@pytest.fixture
+def metersim(server_dir: Path) -> Iterator[Callable[..., MetersimProcess]]:
+    """A factory that runs ``gridclear-metersim serve`` as a child process; all stop afterwards.
+
+    ``metersim(meters=["1:sdm630:flat:2000", "2:sunspec:pv"], speed=60, seed=1)``
+    serves the meters on one free TCP port; ``metersim(site=path)`` serves a
+    site file (TCP gateways and RTU lines). Optional: ``start="2025-06-21T10:00:00Z"``
+    (simulated start, UTC), ``port``. The call returns once every transport
+    listens, with ``.host``/``.port`` (first TCP bus), ``.pty`` (first RTU
+    line's device path, for a serial Modbus client), ``.buses``, and the
+    run-time fault switches ``.fault(meter, kind, **params)``, ``.clear(meter)``,
+    ``.status()``; meters are named ``tcp/<unit>`` for ``meters=`` runs. The
+    simulator's output is in ``.output()``; a simulator that exits with an error
+    fails the test that started it.
+    """
+    started: list[MetersimProcess] = []
+
+    def start(**options: Any) -> MetersimProcess:
+        process = MetersimProcess(workdir=server_dir, **options).start()
+        started.append(process)
+        return process
+
+    yield start
+    failures = []
+    for process in started:
+        code = process.stop()
+        if code != 0:
+            failures.append(f"gridclear-metersim exited with {code}:\n{process.output()}")
+    if failures:
+        pytest.fail("\n".join(failures))
