@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import httpx
 import psycopg
-
-from cloud.tests.api_support import (  # noqa: F401  (fixtures)
-    DOMAIN,
-    Api,
-    Wallet,
-    api,
-    bearer,
-    error_code,
-    migrated_db,
-)
+from cloud.tests.api_support import DOMAIN, Api, Wallet, bearer, error_code
 
 
 async def _challenge(api: Api, wallet: Wallet) -> str:
