@@ -282,14 +282,18 @@ async def _probe(bus: Bus, unit: int, timeout_s: float) -> Found | None:
         return await read(Block(Function.HOLDING, address, count))
 
     answered = False
+    sunspec_problem = ""
     try:
         device = await discover(read_holding)
     except ModbusReadError as exc:
         if exc.reason in ("timeout", "connection") or exc.exception_code in _GATEWAY_NO_TARGET:
             return None  # nobody there; no point asking twice
         answered = True
-    except SunSpecError:
+        sunspec_problem = f"; SunSpec walk failed: {exc}"
+    except SunSpecError as exc:
         answered = True
+        if "marker" not in str(exc):
+            sunspec_problem = f"; SunSpec: {exc}"
     else:
         common = device.common
         models = ", ".join(str(m[0]) for m in device.models)
@@ -308,9 +312,8 @@ async def _probe(bus: Bus, unit: int, timeout_s: float) -> Found | None:
         words = await read(Block(Function.INPUT, 0x0000, 2))
     except ModbusReadError as exc:
         if exc.reason == "exception" or answered:
-            return Found(
-                label, unit, "modbus", None, None, f"answers, but not as a known meter: {exc}"
-            )
+            detail = f"answers, but not as a known meter: {exc}{sunspec_problem}"
+            return Found(label, unit, "modbus", None, None, detail)
         return None
     serial: str | None = None
     try:

@@ -31,6 +31,7 @@ ReadHolding = Callable[[int, int], Awaitable[list[int]]]
 # A device with more models than this, or a walk past the top of the register
 # space, is broken; stop rather than loop forever over garbage.
 _MAX_MODELS = 64
+_GATEWAY_NO_TARGET = frozenset({10, 11})
 
 
 class SunSpecError(Exception):
@@ -59,13 +60,14 @@ async def find_base(read: ReadHolding) -> int | None:
     """The base address holding "SunS", or None when no candidate has it.
 
     A Modbus exception at a candidate (illegal address) just means "not here";
-    timeouts and connection errors propagate, since they say nothing about the map.
+    timeouts, connection errors and a gateway's "no device behind this unit id"
+    (exceptions 10 and 11) propagate, since they say nothing about the map.
     """
     for base in SUNSPEC_BASES:
         try:
             marker = await read(base, 2)
         except ModbusReadError as exc:
-            if exc.reason == "exception":
+            if exc.reason == "exception" and exc.exception_code not in _GATEWAY_NO_TARGET:
                 continue
             raise
         if tuple(marker) == SUNSPEC_MARKER:
