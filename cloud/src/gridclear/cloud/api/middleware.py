@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gridclear.cloud.api.envelope import failure_body
-from gridclear.cloud.api.errors import ApiError, ErrorCode
+from gridclear.cloud.api.errors import ErrorCode
 from gridclear.cloud.api.logs import request_id_var
 from gridclear.cloud.api.metrics import ApiMetrics
 
@@ -170,16 +170,30 @@ class BodyLimit:
                         await send(message)
                     return
         received = 0
+        too_large = False
 
+        # Past the limit the app is told the client went away and whatever it answers
+        # is dropped; the 413 is sent here. (Raising from receive would not do: the
+        # framework turns any error while reading a body into its own 400.)
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise ApiError(
-                        ErrorCode.PAYLOAD_TOO_LARGE, details={"maxBytes": self.max_bytes}
-                    )
+                    too_large = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            if not too_large:
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+        if too_large:
+            for message in json_error(
+                ErrorCode.PAYLOAD_TOO_LARGE, details={"maxBytes": self.max_bytes}
+            ):
+                await send(message)
