@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from gridclear.edge import __version__
 
@@ -22,7 +23,75 @@ def build_parser() -> argparse.ArgumentParser:
     # the exit code.
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_modbus_commands(commands)
+    _add_agent_commands(commands)
     return parser
+
+
+def _add_agent_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keygen``, ``run`` and ``status``: the device key, the agent itself, its health."""
+    keygen = commands.add_parser(
+        "keygen",
+        help="create the device's Ed25519 key file (0600) and print its public key",
+        description=(
+            "Generate the gateway's Ed25519 private key into a new file readable only by "
+            "its owner, and print JSON with the key id (kid) and the base64url public "
+            "key for enrolment. An existing key file is never replaced; --public prints "
+            "its public key instead."
+        ),
+    )
+    keygen.add_argument("--key", required=True, help="path of the private key file")
+    keygen.add_argument(
+        "--public", action="store_true", help="print the public key of an existing key file"
+    )
+    keygen.set_defaults(handler=_keygen)
+
+    run = commands.add_parser(
+        "run",
+        help="poll the meters, sign, keep and publish until SIGTERM",
+        description=(
+            "Run the gateway agent: poll every meter, sign each batch into the outbox, "
+            "publish over MQTT. Logs are JSON lines on stderr. SIGTERM or Ctrl-C stops "
+            "polling, commits the last readings and sends what the broker will take "
+            "before exiting. Exit code 2 when the configuration, key or outbox is unusable."
+        ),
+    )
+    run.add_argument("--config", required=True, help="the gateway's TOML configuration")
+    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    run.set_defaults(handler=_run)
+
+    status = commands.add_parser(
+        "status",
+        help="outbox depth, oldest unsent reading, last publish, per-meter errors",
+        description=(
+            "Show the agent's state from its outbox: messages waiting and since when, "
+            "the last acknowledged publication, broker connection and per-meter errors "
+            "as of the agent's last update (every 5 s while it runs). Safe while the "
+            "agent runs."
+        ),
+    )
+    status.add_argument("--config", required=True, help="the gateway's TOML configuration")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.set_defaults(handler=_status)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from gridclear.edge._commands import keygen_command
+
+    return keygen_command(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gridclear.edge._logging import configure_logging
+    from gridclear.edge.agent import run_agent
+
+    configure_logging(args.log_level)
+    return run_agent(Path(args.config))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gridclear.edge._commands import status_command
+
+    return status_command(args)
 
 
 def _add_modbus_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
