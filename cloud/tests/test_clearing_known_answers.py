@@ -280,7 +280,12 @@ def test_an_empty_side_means_no_price_and_no_trades(rows: list[Row]) -> None:
 @pytest.mark.parametrize(
     ("rows", "reason", "index"),
     [
-        ([("a", "buy", 1, 300, 0), ("a", "sell", 1, 100, 0)], Reason.DUPLICATE_ID, None),
+        ([("a", "buy", 1, 300, 0), ("a", "sell", 1, 100, 0)], Reason.DUPLICATE_ID, 1),
+        (
+            [(7, "buy", 1, 300, 0), (8, "sell", 1, 100, 0), (7, "sell", 1, 900, 0)],
+            Reason.DUPLICATE_ID,
+            2,
+        ),
         ([("a", "buy", 0, 300, 0)], Reason.BAD_QUANTITY, 0),
         ([("a", "buy", 10**9 + 1, 300, 0)], Reason.BAD_QUANTITY, 0),
         ([("a", "buy", 1, 300, 0), ("b", "sell", 1, 1_001, 0)], Reason.BAD_PRICE, 1),

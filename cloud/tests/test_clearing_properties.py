@@ -332,24 +332,28 @@ def test_exact_sum_never_wraps(values: list[int]) -> None:
 
 @given(
     st.lists(
-        st.tuples(st.booleans(), st.integers(0, 2**40), st.integers(0, 2**62)),
+        st.tuples(st.booleans(), st.integers(0, 2**60), st.integers(0, 2**62)),
         min_size=1,
         max_size=30,
     ),
+    st.booleans(),
+    st.booleans(),
 )
 def test_priority_is_right_when_keys_are_too_wide_to_fold(
-    rows: list[tuple[bool, int, int]],
+    rows: list[tuple[bool, int, int]], string_ids: bool, tie: bool
 ) -> None:
-    """Huge prices and times force the dense-rank path; the order must not change."""
-    max_price = 2**40
+    """Huge prices and times force the dense-rank paths; the order must not change."""
+    if tie:  # every order at one price and time: the id decides alone
+        rows = [(buy, 7, 7) for buy, _, _ in rows]
+    ids: list[int] | list[str] = list(range(len(rows)))[::-1]
+    if string_ids:
+        ids = [f"id-{i:03}" for i in ids]
     order = priority_order(
-        ids=np.arange(len(rows), dtype=np.int64)[::-1].copy(),
+        ids=np.array(ids),
         is_buy=np.array([r[0] for r in rows]),
         price=np.array([r[1] for r in rows], dtype=np.int64),
         submitted_at=np.array([r[2] for r in rows], dtype=np.int64),
-        max_price=max_price,
     )
-    ids = list(range(len(rows)))[::-1]
     expected = sorted(
         range(len(rows)),
         key=lambda i: (

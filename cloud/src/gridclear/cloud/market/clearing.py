@@ -539,7 +539,6 @@ def clear(book: OrderBook, *, price_floor: int = 0, price_cap: int = MAX_PRICE) 
             is_buy=book.is_buy,
             price=book.price,
             submitted_at=book.submitted_at,
-            max_price=MAX_PRICE,
         )
     except DuplicateIdError as error:
         order_id = book.order_id(error.index)
