@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gridclear.cloud import __version__
+from gridclear.cloud.ingest._cli import add_ingest_commands
 from gridclear.cloud.market._cli import add_market_commands
 
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
     _add_api_commands(commands)
     add_market_commands(commands)
+    add_ingest_commands(commands)
     return parser
 
 

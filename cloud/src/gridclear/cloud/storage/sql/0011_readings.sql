@@ -5,6 +5,14 @@
 -- and retention policies and adds a continuous aggregate of the samples at every
 -- 15-minute bucket. The service's queries are the same either way.
 
+-- UTC milliseconds since the epoch (the protocol's time) to and from timestamptz.
+CREATE FUNCTION ms_to_ts(ms bigint) RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN timestamptz 'epoch' + ms * interval '1 millisecond';
+CREATE FUNCTION ts_to_ms(ts timestamptz) RETURNS bigint
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN floor(extract(epoch FROM ts) * 1000)::bigint;
+
 -- Every accepted signed message, byte for byte (the JWS as received): anyone holding
 -- the device keys can verify it again. `chain` is what the hash chain says about the
 -- message: 'first' (seq 1, no predecessor), 'ok' (prev is the stored predecessor's
@@ -29,9 +37,13 @@ CREATE INDEX raw_messages_device_received_idx ON raw_messages (device_pk, receiv
 CREATE INDEX raw_messages_chain_idx ON raw_messages (device_pk, seq) WHERE chain IN ('gap', 'broken');
 
 -- One sample per meter and time. Energy registers are cumulative Wh; quality is a
--- bit set (1 estimated, 2 counter_reset, 4 read_error, 8 clock_unsynced).
+-- bit set (1 estimated, 2 counter_reset, 4 read_error, 8 clock_unsynced). (device_pk,
+-- seq) names the signed message the sample came in. No foreign key on meter_id: the
+-- writer creates the meter before its samples in the same transaction, and a check per
+-- row would cost a tenth of the ingest rate; meters are never deleted while they have
+-- samples.
 CREATE TABLE readings (
-    meter_id      bigint NOT NULL REFERENCES meters (id) ON DELETE CASCADE,
+    meter_id      bigint NOT NULL,
     ts            timestamptz NOT NULL,
     import_wh     bigint,
     export_wh     bigint,

@@ -1,0 +1,305 @@
+"""The ``ingest`` and ``devices`` subcommands of ``gridclear-cloud``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from gridclear.cloud import env
+
+__all__ = ["add_ingest_commands"]
+
+_T = TypeVar("_T")
+_Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _url(value: str | None, variable: str, what: str) -> str:
+    url = value or os.environ.get(variable)
+    if not url:
+        raise SystemExit(f"gridclear-cloud: set {variable} or --{what}")
+    return url
+
+
+def add_ingest_commands(commands: _Commands) -> None:
+    """Add ``ingest`` and ``devices`` to the ``gridclear-cloud`` parser."""
+    from gridclear.cloud.ingest.worker import WorkerConfig, default_client_id
+
+    defaults = WorkerConfig(database_url="", mqtt_url="", client_id="")
+    ingest = commands.add_parser(
+        "ingest",
+        help="run an ingest worker: verified readings from MQTT into PostgreSQL",
+        description=(
+            "Subscribe to the gateways' readings through an MQTT shared subscription, "
+            "verify every signed message, store readings and raw messages in batches and "
+            "acknowledge each message only after its rows are committed. Run several with "
+            "the same --group (and different --client-id) to divide the load. Reads "
+            f"{env.DATABASE_URL} and {env.MQTT_URL} unless the options are given."
+        ),
+    )
+    ingest.add_argument("--database-url", default=None, help=f"default: ${env.DATABASE_URL}")
+    ingest.add_argument("--mqtt-url", default=None, help=f"default: ${env.MQTT_URL}")
+    ingest.add_argument(
+        "--group", default=defaults.group, help="shared subscription group (default: %(default)s)"
+    )
+    ingest.add_argument(
+        "--client-id",
+        default=None,
+        help=(
+            "MQTT client id; unique per worker and stable across restarts, so the broker "
+            "redelivers what a stopped worker did not acknowledge (default: "
+            "gridclear-ingest-<hostname>)"
+        ),
+    )
+    ingest.add_argument(
+        "--topic-prefix", default="", help="text in front of every topic (tests, staging)"
+    )
+    ingest.add_argument("--batch-max", type=int, default=defaults.batch_max)
+    ingest.add_argument("--receive-maximum", type=int, default=defaults.receive_maximum)
+    ingest.add_argument(
+        "--interval-refresh-s",
+        type=float,
+        default=defaults.interval_refresh_s,
+        help="seconds between interval energy updates (0: never; default: %(default)s)",
+    )
+    ingest.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
+    ingest.add_argument(
+        "--migrate", action="store_true", help="apply pending migrations before starting"
+    )
+    ingest.set_defaults(handler=_ingest, default_client_id=default_client_id)
+
+    devices = commands.add_parser("devices", help="register gateways, keys and meters")
+    actions = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
+
+    add = actions.add_parser(
+        "add",
+        help="register a gateway; prints a one-time enrolment token (or registers --public-key)",
+    )
+    add.add_argument("--device-id", required=True)
+    add.add_argument("--name", default=None)
+    add.add_argument("--site", default=None, help="site name (created on first use)")
+    add.add_argument(
+        "--public-key", default=None, help="register this base64url Ed25519 key, no enrolment"
+    )
+    add.add_argument("--token-ttl-hours", type=float, default=24.0)
+    add.add_argument("--exist-ok", action="store_true", help="an existing device is not an error")
+    add.add_argument("--token-only", action="store_true", help="print only the token")
+    add.set_defaults(handler=_devices_add)
+
+    token = actions.add_parser("token", help="issue a new one-time enrolment token")
+    token.add_argument("--device-id", required=True)
+    token.add_argument("--token-ttl-hours", type=float, default=24.0)
+    token.set_defaults(handler=_devices_token)
+
+    rotate = actions.add_parser(
+        "rotate", help="register a new key; the old one stays valid for what it signed before"
+    )
+    rotate.add_argument("--device-id", required=True)
+    rotate.add_argument("--public-key", required=True)
+    rotate.set_defaults(handler=_devices_rotate)
+
+    revoke = actions.add_parser("revoke", help="refuse what a key signs from a time on")
+    revoke.add_argument("--kid", required=True)
+    revoke.add_argument(
+        "--at",
+        type=datetime.fromisoformat,
+        default=None,
+        help="ISO time from which its signatures are refused (default: now)",
+    )
+    revoke.add_argument("--reason", default=None)
+    revoke.set_defaults(handler=_devices_revoke)
+
+    show = actions.add_parser("list", help="list gateways with status and chain health")
+    show.set_defaults(handler=_devices_list)
+
+    meter = actions.add_parser("meter", help="bind a meter to an owner and a role")
+    meter.add_argument("--device-id", required=True)
+    meter.add_argument("--meter", required=True, help="the meter's name in the readings")
+    meter.add_argument("--owner-id", type=int, default=None, help="user id of the owner")
+    meter.add_argument("--role", choices=["import", "export", "both"], default="import")
+    meter.add_argument("--serial", default=None)
+    meter.add_argument("--model", default=None)
+    meter.set_defaults(handler=_devices_meter)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from gridclear.cloud.ingest.worker import IngestWorker, WorkerConfig
+    from gridclear.cloud.storage.migrations import migrate
+
+    logging.basicConfig(
+        level=os.environ.get(env.LOG_LEVEL, "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    database_url = _url(args.database_url, env.DATABASE_URL, "database-url")
+    config = WorkerConfig(
+        database_url=database_url,
+        mqtt_url=_url(args.mqtt_url, env.MQTT_URL, "mqtt-url"),
+        client_id=args.client_id or args.default_client_id(),
+        group=args.group,
+        topic_prefix=args.topic_prefix,
+        batch_max=args.batch_max,
+        receive_maximum=args.receive_maximum,
+        interval_refresh_s=args.interval_refresh_s,
+    )
+    if args.migrate:
+        migrate(database_url)
+    worker = IngestWorker(config)
+    if args.metrics_port is not None:
+        start_http_server(args.metrics_port, registry=worker.metrics.registry)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    logging.getLogger(__name__).info(
+        "ingest worker %s in group %s: %s", config.client_id, config.group, worker.readings_filter
+    )
+    worker.run(stop)
+    return 0
+
+
+def _db(func: Callable[[Any], Awaitable[_T]]) -> _T:
+    """Run ``func(conn)`` on a connection to GRIDCLEAR_DATABASE_URL."""
+    from psycopg import AsyncConnection
+    from psycopg.rows import dict_row
+
+    url = _url(None, env.DATABASE_URL, "database-url")
+
+    async def main() -> _T:
+        async with await AsyncConnection.connect(
+            url, autocommit=True, row_factory=dict_row
+        ) as conn:
+            return await func(conn)
+
+    return asyncio.run(main())
+
+
+def _fail(error: Exception) -> int:
+    print(f"gridclear-cloud devices: {error}", file=sys.stderr)
+    return 1
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _devices_add(args: argparse.Namespace) -> int:
+    from gridclear.cloud import devices
+
+    async def run(conn: Any) -> int:
+        try:
+            await devices.create_device(
+                conn, device_id=args.device_id, name=args.name, site=args.site
+            )
+        except devices.DeviceExistsError:
+            if not args.exist_ok:
+                raise
+        if args.public_key:
+            try:
+                key = await devices.add_key(
+                    conn, device_id=args.device_id, public_key=args.public_key
+                )
+            except devices.KeyConflictError as exc:
+                if not (args.exist_ok and "this device" in str(exc)):
+                    raise
+                print(f"device {args.device_id}: key already registered")
+                return 0
+            print(f"device {args.device_id}: key {key.kid} registered")
+            return 0
+        token = await devices.issue_enrolment_token(
+            conn, device_id=args.device_id, ttl=timedelta(hours=args.token_ttl_hours)
+        )
+        if args.token_only:
+            print(token.token)
+        else:
+            print(f"device {args.device_id} created; one-time enrolment token:")
+            print(f"  {token.token}")
+            print(f"valid until {token.expires_at.isoformat()}. On the gateway run:")
+            print(f"  gridclear-edge enrol --url https://<cloud> --token {token.token} --config …")
+        return 0
+
+    return _guarded(run)
+
+
+def _guarded(run: Callable[[Any], Awaitable[int]]) -> int:
+    from gridclear.cloud.devices import DeviceError
+
+    try:
+        return _db(run)
+    except DeviceError as exc:
+        return _fail(exc)
+
+
+def _devices_token(args: argparse.Namespace) -> int:
+    from gridclear.cloud import devices
+
+    async def run(conn: Any) -> int:
+        token = await devices.issue_enrolment_token(
+            conn, device_id=args.device_id, ttl=timedelta(hours=args.token_ttl_hours)
+        )
+        print(token.token)
+        return 0
+
+    return _guarded(run)
+
+
+def _devices_rotate(args: argparse.Namespace) -> int:
+    from gridclear.cloud import devices
+
+    async def run(conn: Any) -> int:
+        key = await devices.rotate_key(conn, device_id=args.device_id, public_key=args.public_key)
+        print(f"device {args.device_id}: key {key.kid} registered; earlier keys retired")
+        return 0
+
+    return _guarded(run)
+
+
+def _devices_revoke(args: argparse.Namespace) -> int:
+    from gridclear.cloud import devices
+
+    async def run(conn: Any) -> int:
+        key = await devices.revoke_key(conn, kid=args.kid, at=args.at, reason=args.reason)
+        print(f"key {key.kid} of {key.device_id} revoked from {key.revoked_at}")
+        return 0
+
+    return _guarded(run)
+
+
+def _devices_list(args: argparse.Namespace) -> int:
+    from gridclear.cloud import devices
+
+    async def run(conn: Any) -> int:
+        _print_json([asdict(d) for d in await devices.list_devices(conn, limit=10_000)])
+        return 0
+
+    return _guarded(run)
+
+
+def _devices_meter(args: argparse.Namespace) -> int:
+    from gridclear.cloud import devices
+
+    async def run(conn: Any) -> int:
+        meter = await devices.bind_meter(
+            conn,
+            device_id=args.device_id,
+            name=args.meter,
+            owner_id=args.owner_id,
+            role=devices.MeterRole(args.role),
+            serial=args.serial,
+            model=args.model,
+        )
+        _print_json(asdict(meter))
+        return 0
+
+    return _guarded(run)

@@ -1,0 +1,249 @@
+"""Deciding what an incoming MQTT message is: accepted readings, a status, or a refusal. Pure.
+
+Checks for a readings message, in order (the first failure is the reason):
+
+1. the topic is ``<prefix>gridclear/v1/devices/<device>/readings`` (``bad_topic``);
+2. the size is within :data:`~gridclear.shared.protocol.MAX_MESSAGE_BYTES` (``too_large``);
+3. it is a JWS compact serialization with an accepted ``alg`` (``malformed``,
+   ``bad_algorithm``) naming a known ``kid`` (``unknown_key``);
+4. that key belongs to the topic's device (``device_mismatch``);
+5. the signature verifies (``bad_signature``), the payload's version is known
+   (``unknown_version``), it matches the schema (``invalid_payload``) and names
+   the topic's device (``device_mismatch``);
+6. the key was valid (``key_not_valid``) and not revoked (``key_revoked``) at the
+   time the payload says it was signed.
+
+What is left for the database (duplicates, sequence conflicts, the hash chain)
+needs the stored messages; see :mod:`gridclear.cloud.ingest.writer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import ValidationError
+
+from gridclear.shared.errors import DeviceMismatchError, ProtocolError, UnknownKeyError
+from gridclear.shared.jws import KeyLookup, read_header
+from gridclear.shared.keys import PublicKey
+from gridclear.shared.protocol import (
+    MAX_MESSAGE_BYTES,
+    ReadingsPayload,
+    StatusMessage,
+    verify_readings,
+)
+from gridclear.shared.topics import Channel, parse_topic
+
+__all__ = [
+    "Accepted",
+    "IngestReason",
+    "KeyRecord",
+    "Rejected",
+    "StatusUpdate",
+    "classify",
+]
+
+
+class IngestReason(StrEnum):
+    """Why a message went to quarantine. Stable: metrics, logs and the API use these.
+
+    The first eight are the protocol's own (:class:`gridclear.shared.errors.Reason`).
+    """
+
+    MALFORMED = "malformed"
+    TOO_LARGE = "too_large"
+    BAD_ALGORITHM = "bad_algorithm"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_VERSION = "unknown_version"
+    INVALID_PAYLOAD = "invalid_payload"
+    DEVICE_MISMATCH = "device_mismatch"
+    BAD_TOPIC = "bad_topic"
+    """Not a v1 device topic (readings or status)."""
+    KEY_REVOKED = "key_revoked"
+    """Signed at or after the key's revocation."""
+    KEY_NOT_VALID = "key_not_valid"
+    """Signed outside the key's validity (before it was valid, or after it was replaced)."""
+    SEQ_CONFLICT = "seq_conflict"
+    """Another message with the same device and sequence number, but other content, is stored."""
+    STORE_FAILED = "store_failed"
+    """Verified, but the database refused to store it (a value it cannot hold)."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A device key as ingest needs it; times are UTC ms, None for an open bound."""
+
+    kid: str
+    device_pk: int
+    device_id: str
+    public: PublicKey
+    valid_from_ms: int | None = None
+    valid_until_ms: int | None = None
+    revoked_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A readings message whose signature, payload and key checked out."""
+
+    topic: str
+    token: bytes
+    device_pk: int
+    kid: str
+    payload: ReadingsPayload
+    digest: bytes
+    received_ms: int
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    topic: str
+    device_id: str
+    status: StatusMessage
+    received_ms: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    topic: str
+    body: bytes
+    reason: IngestReason
+    detail: str
+    received_ms: int
+    device_id: str | None = None
+    kid: str | None = None
+    seq: int | None = None
+
+
+def _key_lookup(keys: Mapping[str, KeyRecord], device_id: str, found: list[KeyRecord]) -> KeyLookup:
+    def lookup(kid: str) -> PublicKey | None:
+        record = keys.get(kid)
+        if record is None:
+            return None
+        if record.device_id != device_id:
+            raise DeviceMismatchError(
+                f"key {kid} belongs to device {record.device_id!r}, the topic names {device_id!r}"
+            )
+        found.append(record)
+        return record.public
+
+    return lookup
+
+
+def _check_readings(
+    topic: str, device_id: str, body: bytes, keys: Mapping[str, KeyRecord], received_ms: int
+) -> Accepted | Rejected:
+    found: list[KeyRecord] = []
+    try:
+        verified = verify_readings(
+            body, key=_key_lookup(keys, device_id, found), expected_device_id=device_id
+        )
+    except ProtocolError as error:
+        kid = found[0].kid if found else None
+        if isinstance(error, UnknownKeyError | DeviceMismatchError) and not found:
+            kid = _kid_of(body)
+        return Rejected(
+            topic, body, IngestReason(error.reason.value), error.detail, received_ms, device_id, kid
+        )
+    key = found[0]
+    signed = verified.payload.signed_ms
+    seq = verified.payload.seq
+    if key.revoked_ms is not None and signed >= key.revoked_ms:
+        return Rejected(
+            topic,
+            body,
+            IngestReason.KEY_REVOKED,
+            f"key {key.kid} was revoked before the message was signed",
+            received_ms,
+            device_id,
+            key.kid,
+            seq,
+        )
+    if (key.valid_from_ms is not None and signed < key.valid_from_ms) or (
+        key.valid_until_ms is not None and signed >= key.valid_until_ms
+    ):
+        return Rejected(
+            topic,
+            body,
+            IngestReason.KEY_NOT_VALID,
+            f"key {key.kid} was not valid when the message says it was signed",
+            received_ms,
+            device_id,
+            key.kid,
+            seq,
+        )
+    return Accepted(
+        topic=topic,
+        token=body,
+        device_pk=key.device_pk,
+        kid=key.kid,
+        payload=verified.payload,
+        digest=bytes.fromhex(verified.digest),
+        received_ms=received_ms,
+    )
+
+
+def _kid_of(body: bytes) -> str | None:
+    """The kid a refused token claims, for the quarantine record (best effort)."""
+    try:
+        kid = read_header(body).kid
+    except ProtocolError:
+        return None
+    return kid[:200] if kid else None
+
+
+def _check_status(
+    topic: str, device_id: str, body: bytes, received_ms: int
+) -> StatusUpdate | Rejected:
+    if len(body) > MAX_MESSAGE_BYTES:
+        return Rejected(
+            topic, body, IngestReason.TOO_LARGE, f"{len(body)} bytes", received_ms, device_id
+        )
+    try:
+        status = StatusMessage.model_validate_json(body)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "status"
+        return Rejected(
+            topic,
+            body,
+            IngestReason.INVALID_PAYLOAD,
+            f"{where}: {first['msg']}",
+            received_ms,
+            device_id,
+        )
+    if status.device_id != device_id:
+        return Rejected(
+            topic,
+            body,
+            IngestReason.DEVICE_MISMATCH,
+            f"the status is from {status.device_id!r}, the topic names {device_id!r}",
+            received_ms,
+            device_id,
+        )
+    return StatusUpdate(topic, device_id, status, received_ms)
+
+
+def classify(
+    topic: str,
+    body: bytes,
+    *,
+    keys: Mapping[str, KeyRecord],
+    received_ms: int,
+    topic_prefix: str = "",
+) -> Accepted | StatusUpdate | Rejected:
+    """What ``body`` received on ``topic`` is; never raises for any input."""
+    try:
+        device_id, channel = parse_topic(topic, prefix=topic_prefix)
+    except ValueError as error:
+        return Rejected(topic, body, IngestReason.BAD_TOPIC, str(error), received_ms)
+    if channel is Channel.READINGS:
+        return _check_readings(topic, device_id, body, keys, received_ms)
+    if channel is Channel.STATUS:
+        return _check_status(topic, device_id, body, received_ms)
+    return Rejected(
+        topic, body, IngestReason.BAD_TOPIC, "ingest takes readings and status only", received_ms
+    )

@@ -1,0 +1,386 @@
+"""The ingest worker: MQTT shared subscription in, verified rows out, acknowledged after commit.
+
+Why paho-mqtt directly and not aiomqtt: a message may be acknowledged to the broker
+only once its rows are committed, and paho 2.x has exactly that
+(``Client(manual_ack=True)`` and ``client.ack(mid, qos)``); aiomqtt 2.5 does not
+expose it and acknowledges when its iterator hands a message out. With manual
+acknowledgement and a persistent session (MQTT 5, ``clean_start=False``, a session
+expiry), a worker killed at any moment loses nothing: the broker redelivers
+whatever was not acknowledged when the same client id reconnects, and the writer
+skips what it had already committed.
+
+Threads: paho's network loop receives into a queue (it never waits on the
+database, so keep-alives continue during an outage); the worker's own thread
+takes batches from the queue, verifies, writes, commits, then acknowledges.
+
+Backpressure comes for free from the protocol: the broker sends at most
+``receive_maximum`` unacknowledged messages to a client (MQTT 5 Receive Maximum),
+so while the database is slow or down the worker holds at most that many, keeps
+retrying its batch, and the broker queues the rest (its policy lets the queue
+grow, deploy/mosquitto/conf.d); when the database answers again the batch commits,
+the acknowledgements go out and the flow resumes.
+
+Subscriptions (``<prefix>`` is empty in production):
+
+- ``$share/<group>/<prefix>gridclear/v1/devices/+/readings``: the workers of one
+  group divide the readings between them;
+- ``<prefix>gridclear/v1/devices/+/status``: every worker sees every status
+  (retained messages are not sent to shared subscriptions); applying one twice is
+  harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from gridclear.cloud.ingest.keys import KeyCache
+from gridclear.cloud.ingest.metrics import IngestMetrics
+from gridclear.cloud.ingest.verify import classify
+from gridclear.cloud.ingest.writer import BatchWriter, WriteResult
+from gridclear.cloud.intervals.compute import DEFAULT_MAX_GAP_MS
+from gridclear.cloud.intervals.maintain import refresh_intervals
+from gridclear.shared.intervals import DEFAULT_SLOT_MS
+from gridclear.shared.topics import PREFIX
+
+__all__ = ["IngestWorker", "WorkerConfig", "default_client_id"]
+
+log = logging.getLogger(__name__)
+
+
+def default_client_id() -> str:
+    """``gridclear-ingest-<host>``: stable across restarts, as a persistent session needs."""
+    return f"gridclear-ingest-{socket.gethostname()}"[:64]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a worker connects and batches. Every worker of a group needs its own client id."""
+
+    database_url: str
+    mqtt_url: str
+    client_id: str
+    group: str = "gridclear-ingest"
+    topic_prefix: str = ""
+    batch_max: int = 500
+    """Messages per transaction, at most."""
+    batch_wait_s: float = 0.02
+    """How long a batch waits to fill once its first message is in."""
+    receive_maximum: int = 1000
+    """Unacknowledged messages the broker may send this worker (MQTT 5 Receive Maximum)."""
+    session_expiry_s: int = 7 * 24 * 3600
+    """How long the broker keeps the session (and queues for it) while the worker is away."""
+    keepalive_s: int = 30
+    retry_max_s: float = 5.0
+    """Longest pause between attempts to write while the database is unreachable."""
+    interval_refresh_s: float = 2.0
+    """How often the worker recomputes interval energy for new samples (0: never)."""
+    slot_ms: int = DEFAULT_SLOT_MS
+    max_gap_ms: int = DEFAULT_MAX_GAP_MS
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    generation: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_ms: int
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class IngestWorker:
+    """One ingest worker. :meth:`run` blocks until ``stop`` is set.
+
+    On stop it finishes (commits and acknowledges) the batch in hand, then
+    disconnects; what it received but did not acknowledge is redelivered to it
+    when it reconnects.
+    """
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        metrics: IngestMetrics | None = None,
+        on_batch: Callable[[WriteResult], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or IngestMetrics()
+        self._on_batch = on_batch
+        self._queue: queue.SimpleQueue[_Incoming] = queue.SimpleQueue()
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._keys = KeyCache()
+        self._writer = BatchWriter(config.database_url)
+        self._aux: psycopg.Connection[Any] | None = None
+        self._client = self._make_client()
+
+    # ------------------------------------------------------------ MQTT side
+
+    @property
+    def readings_filter(self) -> str:
+        return f"$share/{self.config.group}/{self.config.topic_prefix}{PREFIX}/+/readings"
+
+    @property
+    def status_filter(self) -> str:
+        return f"{self.config.topic_prefix}{PREFIX}/+/status"
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.config.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        url = urlsplit(self.config.mqtt_url)
+        if url.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"the MQTT URL must be mqtt:// or mqtts://, not {url.scheme!r}")
+        if url.scheme == "mqtts":
+            client.tls_set()
+        if url.username:
+            client.username_pw_set(
+                unquote(url.username), unquote(url.password) if url.password else None
+            )
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: Any,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("ingest: the broker refused the connection: %s", reason)
+            return
+        with self._lock:
+            self._generation += 1
+        log.info(
+            "ingest: connected as %s (session %s)",
+            self.config.client_id,
+            "resumed" if flags.session_present else "new",
+        )
+        options = SubscribeOptions(qos=1)
+        client.subscribe([(self.readings_filter, options), (self.status_filter, options)])
+        self.metrics.broker_connected.set(1)
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[Any],
+        properties: Properties | None,
+    ) -> None:
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            log.error("ingest: the broker refused the subscriptions: %s", failed)
+            return
+        self._connected.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: Any,
+        properties: Properties | None,
+    ) -> None:
+        self._connected.clear()
+        self.metrics.broker_connected.set(0)
+        log.warning("ingest: disconnected from the broker: %s", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._queue.put(
+            _Incoming(
+                self._generation,
+                message.mid,
+                message.qos,
+                message.topic,
+                bytes(message.payload),
+                _now_ms(),
+            )
+        )
+        self.metrics.backlog.inc()
+
+    def _connect(self) -> None:
+        url = urlsplit(self.config.mqtt_url)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        props.ReceiveMaximum = self.config.receive_maximum
+        default_port = 8883 if url.scheme == "mqtts" else 1883
+        self._client.connect_async(
+            url.hostname or "localhost",
+            url.port or default_port,
+            keepalive=self.config.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+
+    # ------------------------------------------------------------ database side
+
+    def _aux_conn(self) -> psycopg.Connection[Any]:
+        if self._aux is None or self._aux.closed:
+            self._aux = psycopg.connect(
+                self.config.database_url, autocommit=True, connect_timeout=5
+            )
+        return self._aux
+
+    def _close_aux(self) -> None:
+        if self._aux is not None:
+            self._aux.close()
+            self._aux = None
+
+    def _next_batch(self, timeout_s: float) -> list[_Incoming]:
+        try:
+            first = self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.config.batch_wait_s
+        while len(batch) < self.config.batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _store(self, batch: list[_Incoming], stop: threading.Event) -> WriteResult | None:
+        """Classify and write ``batch``, retrying while the database is unreachable.
+
+        None when ``stop`` was set before the batch could be committed.
+        """
+        delay = 0.2
+        while True:
+            try:
+                keys = self._keys.refresh(self._aux_conn())
+                items = [
+                    classify(
+                        m.topic,
+                        m.payload,
+                        keys=keys,
+                        received_ms=m.received_ms,
+                        topic_prefix=self.config.topic_prefix,
+                    )
+                    for m in batch
+                ]
+                result = self._writer.write(items)
+            except psycopg.OperationalError as error:
+                self._close_aux()
+                self.metrics.database_up.set(0)
+                log.warning("ingest: database unavailable (%s); retrying in %.1f s", error, delay)
+                if stop.wait(delay):
+                    return None
+                delay = min(delay * 2, self.config.retry_max_s) * random.uniform(0.8, 1.0)  # noqa: S311
+                continue
+            self.metrics.database_up.set(1)
+            return result
+
+    def _acknowledge(self, batch: list[_Incoming]) -> None:
+        generation = self._generation
+        for m in batch:
+            # A message from an earlier connection cannot be acknowledged on this one;
+            # the broker redelivers it, and the writer finds it stored.
+            if m.qos > 0 and m.generation == generation:
+                self._client.ack(m.mid, m.qos)
+        self.metrics.backlog.dec(len(batch))
+
+    def _count(self, result: WriteResult, batch: list[_Incoming]) -> None:
+        m = self.metrics
+        m.messages.labels("stored").inc(result.stored_messages)
+        m.messages.labels("duplicate").inc(result.duplicates)
+        m.messages.labels("quarantined").inc(len(result.rejected))
+        m.readings.inc(result.stored_readings)
+        m.statuses.inc(result.statuses)
+        for rejected in result.rejected:
+            m.quarantined.labels(rejected.reason.value).inc()
+            log.warning(
+                "ingest: quarantined a message on %s: %s: %s",
+                rejected.topic[:200],
+                rejected.reason.value,
+                rejected.detail,
+            )
+        for verdict, count in result.chain.items():
+            m.chain.labels(verdict).inc(count)
+
+    def _refresh_intervals(self) -> None:
+        try:
+            while True:
+                done = refresh_intervals(
+                    self._aux_conn(),
+                    slot_ms=self.config.slot_ms,
+                    max_gap_ms=self.config.max_gap_ms,
+                )
+                self.metrics.interval_slots.inc(done.slots)
+                if done.meters == 0:
+                    return
+        except psycopg.OperationalError as error:
+            self._close_aux()
+            log.warning("ingest: interval energy not refreshed: %s", error)
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self, stop: threading.Event) -> None:
+        """Connect, then take, store and acknowledge batches until ``stop`` is set."""
+        self._connect()
+        next_refresh = time.monotonic() + self.config.interval_refresh_s
+        try:
+            while not stop.is_set():
+                batch = self._next_batch(timeout_s=0.2)
+                if batch:
+                    started = time.perf_counter()
+                    result = self._store(batch, stop)
+                    if result is None:
+                        break
+                    self._acknowledge(batch)
+                    self.metrics.batch_seconds.observe(time.perf_counter() - started)
+                    self._count(result, batch)
+                    if self._on_batch is not None:
+                        self._on_batch(result)
+                if self.config.interval_refresh_s > 0 and time.monotonic() >= next_refresh:
+                    self._refresh_intervals()
+                    next_refresh = time.monotonic() + self.config.interval_refresh_s
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._writer.close()
+            self._close_aux()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """True once connected and the broker has confirmed the subscriptions."""
+        return self._connected.wait(timeout_s)
