@@ -175,9 +175,16 @@ def _bump(hours: float, centre: float, width: float) -> float:
     return math.exp(-0.5 * ((hours - centre) / width) ** 2)
 
 
+HOUSEHOLD_KWH_PER_YEAR = 4930.0
+"""Mean yearly consumption of :class:`Household` at scale 1 (measured over seeds)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Household:
-    """A home's consumption: base load, fridge cycles, morning and evening peaks, appliances."""
+    """A home's consumption: base load, fridge cycles, morning and evening peaks, appliances.
+
+    ``household:<kWh per year>`` scales it to a yearly consumption (default 3500).
+    """
 
     scale: float = 1.0
     location: Location = field(default_factory=Location)
@@ -304,7 +311,7 @@ def _one_profile(spec: str, location: Location) -> Profile:
     if name == "pv":
         return Pv(peak_w=rating or 5000.0, location=location)
     if name == "household":
-        return Household(scale=(rating or 3500.0) / 3500.0, location=location)
+        return Household(scale=(rating or 3500.0) / HOUSEHOLD_KWH_PER_YEAR, location=location)
     if name == "ev":
         return Vehicle(rate_w=rating or 11000.0, location=location)
     return Battery(rate_w=rating or 3000.0, location=location)

@@ -88,7 +88,8 @@ class MetersimProcess:
         """Start and wait until every transport listens. Raises :class:`MetersimStartError`."""
         self._ready.unlink(missing_ok=True)
         with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(  # the real command, on purpose
+            # Our own interpreter running our own module: no shell, no outside input.
+            self._process = subprocess.Popen(  # noqa: S603
                 self.args, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + timeout
@@ -99,7 +100,9 @@ class MetersimProcess:
                 )
             if time.monotonic() > deadline:
                 self.stop()
-                raise MetersimStartError(f"gridclear-metersim not ready in {timeout} s:\n{self.output()}")
+                raise MetersimStartError(
+                    f"gridclear-metersim not ready in {timeout} s:\n{self.output()}"
+                )
             time.sleep(0.02)
         self.description = json.loads(self._ready.read_text())
         return self

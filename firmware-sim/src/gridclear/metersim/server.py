@@ -426,19 +426,21 @@ class Simulator:
         }
 
     def status(self) -> dict[str, Any]:
-        """Counters per bus and per meter, and the simulated time."""
-        return {
-            "simulated_time": self.clock.now(),
-            "buses": {b.spec.name: dict(b.counters) for b in self.buses},
-            "meters": {
-                name: {
-                    "counters": dict(m.counters),
-                    "serial": m.serial,
-                    "fault": (f.kind.value if (f := m.faults.active(self.clock.now())) else None),
+        """Counters per bus, and per meter that was asked something or has a fault on."""
+        now = self.clock.now()
+        meters: dict[str, Any] = {}
+        for name, meter in self.meters.items():
+            fault = meter.faults.active(now)
+            if meter.counters or fault is not None:
+                meters[name] = {
+                    "counters": dict(meter.counters),
+                    "serial": meter.serial,
+                    "fault": fault.kind.value if fault is not None else None,
                 }
-                for name, m in self.meters.items()
-                if m.counters
-            },
+        return {
+            "simulated_time": now,
+            "buses": {b.spec.name: dict(b.counters) for b in self.buses},
+            "meters": meters,
         }
 
     # ---------------------------------------------------------------- control

@@ -164,6 +164,9 @@ def _int16(point: Point, value: float | int | str | None) -> list[int]:
 def _uint16(point: Point, value: float | int | str | None) -> list[int]:
     if value is None:
         return [NOT_IMPLEMENTED[Encoding.UINT16]]
+    if point.constant is not None:  # markers such as the end model id 0xFFFF
+        return [int(value) & 0xFFFF]
+    # A measured value never reaches 0xFFFF, which means "not implemented".
     return [max(0, min(0xFFFE, round(float(value) / 10.0**point.scale)))]
 
 
