@@ -315,3 +315,21 @@ def test_bad_price_bounds_are_refused(price_floor: int, price_cap: int) -> None:
     with pytest.raises(BookError) as caught:
         clear(book, price_floor=price_floor, price_cap=price_cap)
     assert caught.value.reason == Reason.BAD_PRICE_BOUNDS
+
+
+def test_the_public_surface_is_complete() -> None:
+    """Every public class and function is exported, and everything exported exists."""
+    import inspect
+
+    from gridclear.cloud.market import book_json, clearing
+
+    for module in (clearing, book_json):
+        assert all(hasattr(module, name) for name in module.__all__)
+        defined = {
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and (inspect.isclass(value) or inspect.isfunction(value))
+            and value.__module__ == module.__name__
+        }
+        assert defined <= set(module.__all__)

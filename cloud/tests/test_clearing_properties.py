@@ -8,9 +8,11 @@ here are written as plainly as possible, in Python integers, to be obviously rig
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from fractions import Fraction
+from random import Random
 
 import numpy as np
 from hypothesis import given, settings
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 from gridclear.cloud.market._intmath import exact_sum, mul_div_floor, trade_amounts
 from gridclear.cloud.market._priority import priority_order
+from gridclear.cloud.market.book_json import book_to_json, parse_book
 from gridclear.cloud.market.clearing import (
     MAX_PRICE,
     MAX_QUANTITY_WH,
@@ -223,9 +226,9 @@ def test_rationing_at_the_margin_is_pro_rata_and_sets_the_price(book: Book) -> N
 
 
 @given(books(), st.randoms(use_true_random=False))
-def test_the_same_book_in_any_order_gives_the_same_result(book: Book, rnd: object) -> None:
+def test_the_same_book_in_any_order_gives_the_same_result(book: Book, rnd: Random) -> None:
     shuffled = list(book.orders)
-    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    rnd.shuffle(shuffled)
     first = run(book)
     second = run(Book(shuffled, book.price_floor, book.price_cap))
     assert second.result.price == first.result.price
@@ -302,6 +305,22 @@ def test_orders_priced_better_than_the_margin_fill_completely(book: Book) -> Non
             assert fill == 0
         if order.side == Side.SELL and order.price > result.offer_marginal_price:
             assert fill == 0
+
+
+@given(books())
+def test_a_book_written_as_json_reads_back_and_clears_the_same(book: Book) -> None:
+    order_book = OrderBook.from_orders(book.orders)
+    text = json.dumps(
+        book_to_json(order_book, price_floor=book.price_floor, price_cap=book.price_cap)
+    )
+    parsed = parse_book(text.encode())
+    assert (parsed.price_floor, parsed.price_cap) == (book.price_floor, book.price_cap)
+    again = clear(parsed.book, price_floor=parsed.price_floor, price_cap=parsed.price_cap)
+    first = run(book).result
+    assert (again.price, again.volume_wh) == (first.price, first.volume_wh)
+    assert again.filled_wh.tolist() == first.filled_wh.tolist()
+    assert again.trade_buy.tolist() == first.trade_buy.tolist()
+    assert again.trade_sell.tolist() == first.trade_sell.tolist()
 
 
 # ---------------------------------------------------------------- exact arithmetic
