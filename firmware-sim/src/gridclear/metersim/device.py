@@ -198,8 +198,8 @@ class SimulatedMeter:
         table = self.model.input_registers if function == 0x04 else self.model.holding_registers
         if table is None or not table.covers(address, count):
             return exception_pdu(function, ILLEGAL_ADDRESS)
-        registers = table.read(address, count, self.values(t), self.settings)
-        return struct.pack(f">BB{count}H", function, 2 * count, *registers)
+        data = table.read_bytes(address, count, self.values(t), self.settings)
+        return bytes((function, 2 * count)) + data
 
     def _write_multiple(self, pdu: bytes, t: float) -> bytes:
         if len(pdu) < 6:
