@@ -1,4 +1,4 @@
-"""Meter simulator: sustained reads/s of 80 registers, 1 and 50 clients, beside a static pymodbus server.
+"""Meter simulator: reads/s of 80 registers, 1 and 50 clients, beside a static pymodbus server.
 
 Figures, all from one run on one machine:
 
