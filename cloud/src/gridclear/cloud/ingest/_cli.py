@@ -20,7 +20,6 @@ from gridclear.cloud import env
 __all__ = ["add_ingest_commands"]
 
 _T = TypeVar("_T")
-_Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _url(value: str | None, variable: str, what: str) -> str:
@@ -30,7 +29,7 @@ def _url(value: str | None, variable: str, what: str) -> str:
     return url
 
 
-def add_ingest_commands(commands: _Commands) -> None:
+def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``ingest`` and ``devices`` to the ``gridclear-cloud`` parser."""
     from gridclear.cloud.ingest.worker import WorkerConfig, default_client_id
 
