@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import struct
+import sys
 import termios
 import time
 import tty
@@ -138,7 +139,12 @@ class _TcpConnection(asyncio.Protocol):
             function = pdu[0] if pdu else 0
             self._send(tid, unit, exception_pdu(function, GATEWAY_NO_RESPONSE))
             return
-        reply = meter.answer(pdu, self._clock.now(), serial_line=False)
+        try:
+            reply = meter.answer(pdu, self._clock.now(), serial_line=False)
+        except Exception as error:  # a simulator bug must not take the gateway down
+            _report_internal_error(bus, meter.name, error)
+            self._send(tid, unit, exception_pdu(pdu[0], 0x04))
+            return
         if reply.behaviour.silent:
             return
         if reply.behaviour.delay_s > 0:
@@ -150,6 +156,11 @@ class _TcpConnection(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             return
         self._transport.write(struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu)
+
+
+def _report_internal_error(bus: Bus, where: str, error: Exception) -> None:
+    bus.counters["internal_error"] += 1
+    print(f"gridclear-metersim: internal error at {where}: {error!r}", file=sys.stderr, flush=True)
 
 
 def _crc(frame: bytes) -> bytes:
@@ -234,7 +245,10 @@ class RtuLine:
     async def _serve(self) -> None:
         while True:
             frame = await self._frames.get()
-            await self._process(frame)
+            try:
+                await self._process(frame)
+            except Exception as error:  # a simulator bug must not take the line down
+                _report_internal_error(self._bus, self._bus.spec.name, error)
 
     async def _process(self, frame: bytes) -> None:
         bus = self._bus
