@@ -31,6 +31,7 @@ __all__ = [
     "Gateway",
     "Publisher",
     "count",
+    "metric",
     "register",
     "running_worker",
     "wait_for",
@@ -126,6 +127,12 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def metric(worker: IngestWorker, name: str, **labels: str) -> float:
+    """The current value of one of the worker's Prometheus samples (0 when never set)."""
+    value = worker.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
 
 
 def count(url: str, query: str, *params: object) -> int:

@@ -4,18 +4,21 @@ duplicates skipped, the hash chain judged, statuses applied, load shared by two 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from typing import Literal
 
 import psycopg
 import pytest
-
 from cloud.tests.ingest_support import (
     Gateway,
     Publisher,
     count,
+    metric,
     register,
     running_worker,
     wait_for,
 )
+
 from gridclear.shared.protocol import StatusMessage
 from gridclear.shared.readings import Reading
 
@@ -27,9 +30,9 @@ def _gateway(url: str) -> Gateway:
 
 
 @pytest.fixture
-def publisher(mqtt_url: str, mqtt_topic_prefix: str) -> Publisher:
+def publisher(mqtt_url: str, mqtt_topic_prefix: str) -> Iterator[Publisher]:
     pub = Publisher(mqtt_url, mqtt_topic_prefix)
-    yield pub  # type: ignore[misc]
+    yield pub
     pub.close()
 
 
@@ -60,9 +63,7 @@ def test_each_message_is_stored_once_with_its_readings_and_raw_bytes(
         now = 1_767_225_600_000 + i * 3000
         readings = [
             Reading(meter="m1", ts_ms=now, import_wh=5000 + i, export_wh=7, power_w=1200),
-            Reading(
-                meter="m2", ts_ms=now + 1, import_wh=100 + i, voltage_v=(230.1, 231.0, 229.9)
-            ),
+            Reading(meter="m2", ts_ms=now + 1, import_wh=100 + i, voltage_v=(230.1, 231.0, 229.9)),
         ]
         messages.append(gateway.sign(readings, signed_ms=now + 10))
     with running_worker(migrated_db, mqtt_url, mqtt_topic_prefix) as worker:
@@ -73,18 +74,18 @@ def test_each_message_is_stored_once_with_its_readings_and_raw_bytes(
         for message in messages[:10]:
             publisher.send(gateway, message)
         wait_for(
-            lambda: worker.metrics.messages.labels("duplicate")._value.get() == 10,
+            lambda: metric(worker, "gridclear_ingest_messages_total", outcome="duplicate") == 10,
             what="10 duplicates counted",
         )
     assert _readings(migrated_db, gateway.device_id) == 80
     assert _messages(migrated_db, gateway.device_id) == 40
     with psycopg.connect(migrated_db) as conn:
-        token, chain = conn.execute(
-            "SELECT token, chain FROM raw_messages r JOIN devices d ON d.id = r.device_pk"
+        (token,) = conn.execute(
+            "SELECT token FROM raw_messages r JOIN devices d ON d.id = r.device_pk"
             " WHERE d.device_id = %s AND seq = 1",
             (gateway.device_id,),
         ).fetchone()  # type: ignore[misc]
-        chains = dict(
+        chains: dict[str, int] = dict(
             conn.execute(
                 "SELECT chain, count(*) FROM raw_messages r JOIN devices d ON d.id = r.device_pk"
                 " WHERE d.device_id = %s GROUP BY chain",
@@ -103,7 +104,7 @@ def test_each_message_is_stored_once_with_its_readings_and_raw_bytes(
     assert volts is not None
     assert volts[3] == 100
     assert volts[0] == pytest.approx(230.1, abs=0.01)
-    assert worker.metrics.quarantined._metrics == {}
+    assert count(migrated_db, "SELECT count(*) FROM quarantine") == 0
 
 
 def test_hash_chain_gaps_are_flagged_and_healed_and_breaks_are_recorded(
@@ -147,14 +148,17 @@ def test_two_workers_on_one_shared_subscription_divide_the_load(
         for _ in range(50):
             for gateway in gateways:
                 publisher.send(gateway, gateway.sign())
-        total = lambda: sum(_readings(migrated_db, g.device_id) for g in gateways)  # noqa: E731
+
+        def total() -> int:
+            return sum(_readings(migrated_db, g.device_id) for g in gateways)
+
         wait_for(lambda: total() == 200, what="200 readings")
-    stored = [w.metrics.messages.labels("stored")._value.get() for w in (one, two)]
+    stored = [metric(w, "gridclear_ingest_messages_total", outcome="stored") for w in (one, two)]
     assert sum(stored) == 200
     assert all(n > 0 for n in stored), stored
     assert sum(_messages(migrated_db, g.device_id) for g in gateways) == 200
     for worker in (one, two):
-        assert worker.metrics.messages.labels("duplicate")._value.get() == 0
+        assert metric(worker, "gridclear_ingest_messages_total", outcome="duplicate") == 0
 
 
 def test_status_messages_set_online_offline_and_ignore_older_ones(
@@ -171,10 +175,10 @@ def test_status_messages_set_online_offline_and_ignore_older_ones(
             ).fetchone()
         return (str(row[0]), int(row[1])) if row else None
 
-    def status(state: str, ts_ms: int, last_seq: int) -> bytes:
+    def status(state: Literal["online", "offline"], ts_ms: int, last_seq: int) -> bytes:
         return StatusMessage(
             device_id=gateway.device_id, state=state, ts_ms=ts_ms, last_seq=last_seq
-        ).encode()  # type: ignore[arg-type]
+        ).encode()
 
     with running_worker(migrated_db, mqtt_url, mqtt_topic_prefix):
         publisher.status(gateway.device_id, status("online", 2_000, 17))

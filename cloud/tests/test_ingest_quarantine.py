@@ -9,16 +9,17 @@ import time
 import uuid
 
 import psycopg
-
 from cloud.tests.ingest_support import (
     Gateway,
     Publisher,
     count,
+    metric,
     register,
     run_db,
     running_worker,
     wait_for,
 )
+
 from gridclear.cloud import devices
 from gridclear.shared.jws import sign_compact
 from gridclear.shared.keys import DeviceKey
@@ -97,7 +98,9 @@ def test_refusals_are_quarantined_with_their_reason_and_never_stored(
             ),
             what=f"{expected} quarantined",
         )
-        wait_for(lambda: worker.metrics.messages.labels("duplicate")._value.get() == 1)
+        wait_for(
+            lambda: metric(worker, "gridclear_ingest_messages_total", outcome="duplicate") == 1
+        )
         wait_for(
             lambda: (
                 count(
@@ -135,13 +138,13 @@ def test_refusals_are_quarantined_with_their_reason_and_never_stored(
         )
         == 1
     )
-    counted = {
-        labels[0]: child._value.get()
-        for labels, child in worker.metrics.quarantined._metrics.items()
-    }
-    assert counted["bad_signature"] == 2
-    assert counted["bad_topic"] == 1
-    assert sum(counted.values()) == len(cases) + 2
+
+    def counted(reason: str) -> float:
+        return metric(worker, "gridclear_ingest_quarantined_total", reason=reason)
+
+    assert counted("bad_signature") == 2
+    assert counted("bad_topic") == 1
+    assert sum(counted(r) for r in set(reasons) | {"bad_topic"}) == len(cases) + 2
 
 
 def test_revoked_and_retired_keys_are_judged_by_signing_time(

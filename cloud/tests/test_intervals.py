@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 
 import psycopg
+from cloud.tests.ingest_support import Gateway, Publisher, register, running_worker, wait_for
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloud.tests.ingest_support import Gateway, Publisher, register, running_worker, wait_for
 from gridclear.cloud.intervals import RegisterSample, affected_slots, slot_energy
 from gridclear.shared.readings import Reading
 

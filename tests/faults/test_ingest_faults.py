@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cloud.tests.ingest_support import Gateway, Publisher, count, register, wait_for
 from psycopg import sql
 
-from cloud.tests.ingest_support import Gateway, Publisher, count, register, wait_for
 from gridclear.cloud.localservices import PostgresServer, spawn_child
 from gridclear.cloud.storage.migrations import migrate
 from gridclear.shared.readings import Reading
@@ -186,7 +186,8 @@ def test_a_database_outage_holds_messages_at_the_broker_and_loses_none(
         local_postgres.start()
         thread.join(120)
         wait_for(lambda: _stored(fault_db) == 1 + 2 * total, timeout_s=120, what="every reading")
-        assert worker.process is not None and worker.process.poll() is None, "the worker died"
+        assert worker.process is not None
+        assert worker.process.poll() is None, "the worker died"
     finally:
         worker.stop()
         publisher.close()
