@@ -70,10 +70,11 @@ def test_serve_prints_what_it_serves_and_stops_cleanly_on_a_signal(
     signum: int, tmp_path: Path
 ) -> None:
     sim = MetersimProcess(meters=["1-3:sdm630:household", "4:sunspec:pv"], workdir=tmp_path).start()
-    sim._process.send_signal(signum)  # type: ignore[union-attr]
-    assert sim._process.wait(timeout=10) == 0  # type: ignore[union-attr]
+    port = sim.port
+    sim.send_signal(signum)
+    assert sim.wait(timeout=10) == 0
     output = sim.output()
-    assert f"modbus-tcp 127.0.0.1:{sim.port}" in output
+    assert f"modbus-tcp 127.0.0.1:{port}" in output
     assert "unit 1-3 sdm630 household" in output
     assert "stopped" in output
     assert "Traceback" not in output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +63,7 @@ class MetersimProcess:
         workdir: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
+        self._own_workdir = workdir is None
         self._workdir = workdir or Path(tempfile.mkdtemp(prefix="gridclear-metersim-"))
         self._ready = self._workdir / f"metersim-{os.getpid()}-{id(self)}.json"
         self.log_path = self._workdir / f"metersim-{id(self)}.log"
@@ -134,7 +136,19 @@ class MetersimProcess:
                 process.wait()
         self._process = None
         self._ready.unlink(missing_ok=True)
+        if self._own_workdir and process.returncode == 0:
+            shutil.rmtree(self._workdir, ignore_errors=True)
         return process.returncode
+
+    def send_signal(self, signum: int) -> None:
+        """Send a signal to the simulator (SIGINT and SIGTERM stop it cleanly)."""
+        assert self._process is not None, "not started"
+        self._process.send_signal(signum)
+
+    def wait(self, *, timeout: float = 10.0) -> int:
+        """Wait for the simulator to exit; its exit code."""
+        assert self._process is not None, "not started"
+        return self._process.wait(timeout=timeout)
 
     @property
     def pid(self) -> int:
