@@ -23,7 +23,13 @@ from cloud.tests.ingest_support import (
 from gridclear.cloud import devices
 from gridclear.shared.jws import sign_compact
 from gridclear.shared.keys import DeviceKey
-from gridclear.shared.protocol import MAX_MESSAGE_BYTES
+from gridclear.shared.protocol import (
+    MAX_MESSAGE_BYTES,
+    ClockState,
+    ReadingsPayload,
+    sign_readings,
+)
+from gridclear.shared.readings import Reading
 
 
 def _b64(data: bytes) -> str:
@@ -72,6 +78,16 @@ def test_refusals_are_quarantined_with_their_reason_and_never_stored(
     cases["invalid_payload"] = sign_compact(
         json.dumps({"v": 1, "device_id": victim.device_id}).encode(), victim.key
     )
+    # Valid and signed, but a register no database column can hold: refused, not a crash.
+    huge = ReadingsPayload(
+        device_id=victim.device_id,
+        seq=1000,
+        signed_ms=good.payload.signed_ms,
+        prev=None,
+        clock=ClockState(synced=True),
+        readings=(Reading(meter="m1", ts_ms=good.payload.signed_ms, import_wh=2**64),),
+    )
+    cases["invalid_payload/out_of_range"] = sign_readings(huge, victim.key).token
     none_header = _b64(json.dumps({"alg": "none", "kid": victim.key.kid}).encode())
     cases["bad_algorithm"] = f"{none_header}.{payload}."
 

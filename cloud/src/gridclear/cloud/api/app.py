@@ -37,6 +37,8 @@ from gridclear.cloud.api.metrics import ApiMetrics
 from gridclear.cloud.api.middleware import BodyLimit, RequestContext
 from gridclear.cloud.api.ratelimit import RateLimiter
 from gridclear.cloud.api.routes import admin, auth, health, keys, users
+from gridclear.cloud.api.routes import devices as device_routes
+from gridclear.cloud.api.routes import meters as meter_routes
 from gridclear.cloud.api.services import Clock, Services
 from gridclear.cloud.identity.nonces import NonceStore
 from gridclear.cloud.identity.passwords import Passwords
@@ -125,6 +127,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(users.router, dependencies=per_ip)
     app.include_router(keys.router, dependencies=per_ip)
     app.include_router(admin.router, dependencies=per_ip)
+    app.include_router(meter_routes.router, dependencies=per_ip)
+    app.include_router(device_routes.router, dependencies=per_ip)
     app.include_router(health.router)
     _install_error_handlers(app, metrics)
 

@@ -202,6 +202,7 @@ class IngestWorker:
         if failed:
             log.error("ingest: the broker refused the subscriptions: %s", failed)
             return
+        log.info("ingest: subscribed to %s and %s", self.readings_filter, self.status_filter)
         self._connected.set()
 
     def _on_disconnect(

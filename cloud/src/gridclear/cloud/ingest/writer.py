@@ -184,20 +184,24 @@ def _int8(value: int | None) -> bool:
     return value is None or -_INT8_MAX <= value <= _INT8_MAX
 
 
-def _float4(value: float | None) -> bool:
-    # NaN passes (PostgreSQL's real holds it); only what float4 cannot hold is refused.
-    return value is None or not abs(value) > _FLOAT4_MAX
-
-
 def _storable(reading: Reading) -> bool:
-    floats = [*(reading.voltage_v or ()), *(reading.current_a or ()), reading.frequency_hz]
-    return (
-        reading.ts_ms <= _MAX_TS_MS
-        and _int8(reading.import_wh)
-        and _int8(reading.export_wh)
-        and _int8(reading.power_w)
-        and all(_float4(v) for v in floats)
-    )
+    """Whether every value fits its column (pydantic checked types, not these ranges).
+
+    On the hot path: one reading costs a few comparisons, no allocation.
+    """
+    if reading.ts_ms > _MAX_TS_MS:
+        return False
+    for number in (reading.import_wh, reading.export_wh, reading.power_w):
+        if number is not None and not -_INT8_MAX <= number <= _INT8_MAX:
+            return False
+    for values in (reading.voltage_v, reading.current_a):
+        if values is not None:
+            for value in values:
+                # NaN passes (PostgreSQL's real holds it); only what float4 cannot is refused.
+                if abs(value) > _FLOAT4_MAX:
+                    return False
+    frequency = reading.frequency_hz
+    return frequency is None or not abs(frequency) > _FLOAT4_MAX
 
 
 def _phases(values: tuple[float, ...] | None) -> tuple[float | None, float | None, float | None]:
