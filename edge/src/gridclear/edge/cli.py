@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gridclear.edge import __version__
+from gridclear.edge.enrol import add_enrol_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_modbus_commands(commands)
     _add_agent_commands(commands)
+    add_enrol_command(commands)
     return parser
 
 
