@@ -164,7 +164,8 @@ async def test_participant_is_refused_admin_routes_and_admin_is_let_in(api: Api)
         )
         assert response.status_code == 403, path
         assert error_code(response) == "FORBIDDEN"
-    assert api.count("SELECT count(*) FROM users WHERE role = 'admin'") == 0
+    role = "SELECT count(*) FROM users WHERE id = %s AND role = 'participant'"
+    assert api.count(role, participant["user"]["id"]) == 1
 
     admin = await api.sign_in(Wallet())
     api.make_admin(admin["user"]["id"])
@@ -177,7 +178,9 @@ async def test_participant_is_refused_admin_routes_and_admin_is_let_in(api: Api)
     assert promoted.status_code == 200
     assert promoted.json()["data"]["role"] == "operator"
     audit = await api.client.get(
-        "/api/admin/audit", params={"event": "user.role.change"}, headers=headers
+        "/api/admin/audit",
+        params={"event": "user.role.change", "actorId": admin["user"]["id"]},
+        headers=headers,
     )
     entries = audit.json()["data"]
     assert len(entries) == 1

@@ -14,6 +14,7 @@ validation errors, Starlette's 404 and 405, oversized bodies and, through
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -202,9 +203,18 @@ def _install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 400:
+            # The framework's "error parsing the body" (bytes that are not UTF-8 JSON):
+            # the same answer as any other malformed body.
+            return _error_response(
+                metrics,
+                ApiError(ErrorCode.VALIDATION_ERROR, "The request body could not be parsed"),
+            )
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
         code = _HTTP_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
-        error = ApiError(code, headers=dict(exc.headers or {}))
-        response = _error_response(metrics, error)
+        response = _error_response(metrics, ApiError(code, headers=headers))
         # Keep the framework's status (a 405 stays a 405) even when we map the code.
         response.status_code = exc.status_code if exc.status_code >= 400 else code.status
         return response
@@ -221,6 +231,21 @@ def _install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _allowed_methods(request: Request) -> str:
+    """The documented methods of this path (Starlette names only its first route's).
+
+    Read from the app's OpenAPI paths, the public list of what is served.
+    """
+    app: FastAPI = request.app
+    path = request.url.path
+    methods: set[str] = set()
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in operations}
+    return ", ".join(sorted(methods))
 
 
 _FAILURE_REF = {"$ref": "#/components/schemas/Failure"}

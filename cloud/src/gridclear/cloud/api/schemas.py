@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
 from gridclear.cloud.api.envelope import ApiModel
 from gridclear.cloud.audit import AuditEntry
@@ -24,6 +24,7 @@ __all__ = [
     "CredentialsIn",
     "HealthOut",
     "InitIn",
+    "IsoDatetime",
     "LoggedOutOut",
     "LoginIn",
     "PasswordChangeIn",
@@ -72,6 +73,19 @@ Signature = Annotated[
     ),
 ]
 DisplayName = Annotated[str, Field(min_length=1, max_length=100)]
+
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_only(value: object) -> object:
+    # pydantic would also take a number of seconds; the schema promises RFC 3339 text.
+    if not isinstance(value, str) or not _ISO_DATETIME.match(value):
+        raise ValueError("expected an RFC 3339 date-time with a time zone")
+    return value
+
+
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+"""An RFC 3339 date-time with its offset (``2026-05-04T10:15:00Z``)."""
 
 
 class UserOut(ApiModel):
@@ -167,7 +181,7 @@ class CredentialsIn(ApiModel):
 class ApiKeyCreateIn(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=100)]
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=3)]
-    expires_at: datetime | None = None
+    expires_at: IsoDatetime | None = None
 
 
 class ApiKeyOut(ApiModel):

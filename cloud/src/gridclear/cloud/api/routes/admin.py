@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,7 +10,7 @@ from gridclear.cloud.api.deps import Principal, ServicesDep, require_role
 from gridclear.cloud.api.envelope import Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.api.routes._common import audit
-from gridclear.cloud.api.schemas import AuditEntryOut, RoleChangeIn, UserOut
+from gridclear.cloud.api.schemas import AuditEntryOut, IsoDatetime, RoleChangeIn, UserOut
 from gridclear.cloud.audit import AuditEvent, query_audit
 from gridclear.cloud.identity import accounts
 from gridclear.cloud.identity.roles import Role
@@ -92,15 +91,12 @@ async def read_audit(
     event: Annotated[str | None, Query(max_length=64)] = None,
     actor_id: Annotated[int | None, Query(alias="actorId", ge=1, le=_MAX_ID)] = None,
     outcome: Literal["success", "failure"] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDatetime | None = None,
+    until: IsoDatetime | None = None,
     before_id: Annotated[int | None, Query(alias="beforeId", ge=1, le=_MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Ok[list[AuditEntryOut]]:
     """Filter by event name, actor, outcome and time; page with ``beforeId``."""
-    for moment in (since, until):
-        if moment is not None and moment.tzinfo is None:
-            raise ApiError(ErrorCode.VALIDATION_ERROR, "since and until need a time zone")
     async with services.pool.connection() as conn:
         entries = await query_audit(
             conn,
