@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder of Mosquitto policy files to include (default: deploy/mosquitto/conf.d)",
     )
+    demo.add_argument(
+        "--site",
+        type=Path,
+        default=None,
+        help="simulated site to serve (default: firmware-sim/examples/demo-site.toml)",
+    )
     demo.set_defaults(handler=_demo)
     _add_api_commands(commands)
     add_market_commands(commands)
@@ -157,7 +163,7 @@ def _admin_create(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gridclear.cloud.demo import run_demo
 
-    return run_demo(run_dir=args.run_dir, broker_policy=args.broker_policy)
+    return run_demo(run_dir=args.run_dir, broker_policy=args.broker_policy, site=args.site)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,18 +10,31 @@ outlive the demo, and if one dies the demo says which, shows its log and stops.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
+
+import psycopg
 
 from gridclear.cloud import env
-from gridclear.cloud.localservices import LocalServices, ServiceStartError, _tail, spawn_child
+from gridclear.cloud._demo_plan import edge_config_toml, gateways_from_site, summarize
+from gridclear.cloud.localservices import (
+    LocalServices,
+    ServiceStartError,
+    _tail,
+    free_port,
+    spawn_child,
+)
 
 __all__ = ["ChildExitedError", "Supervisor", "run_demo"]
 
@@ -79,29 +92,244 @@ class Supervisor:
         self.children.clear()
 
 
+DEMO_ADMIN_EMAIL = "operator@demo.gridclear.invalid"
+
+
+def _find_upwards(relative: str) -> Path | None:
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        candidate = folder / relative
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def default_demo_site() -> Path | None:
+    """The checkout's demo street, ``firmware-sim/examples/demo-site.toml``."""
+    return _find_upwards("firmware-sim/examples/demo-site.toml")
+
+
 def default_broker_policy() -> Path | None:
     """The checkout's ``deploy/mosquitto/conf.d``, found from the working directory."""
     configured = os.environ.get(env.BROKER_CONFIG)
     if configured:
         return Path(configured)
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        candidate = folder / "deploy" / "mosquitto" / "conf.d"
-        if candidate.is_dir():
-            return candidate
-    return None
+    return _find_upwards("deploy/mosquitto/conf.d")
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(*, run_dir: Path | None, broker_policy: Path | None) -> int:
+class DemoStepError(RuntimeError):
+    """A set-up step of the demo failed; the message says which and why."""
+
+
+def _tool(name: str) -> str:
+    """A console script of this environment (the demo runs the installed commands)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def _run_step(what: str, argv: Sequence[str], env: Mapping[str, str]) -> str:
+    result = subprocess.run(  # noqa: S603 -- our own console scripts, fixed arguments
+        list(argv), capture_output=True, text=True, env={**os.environ, **env}, check=False
+    )
+    if result.returncode != 0:
+        raise DemoStepError(f"{what} failed (exit {result.returncode}):\n{result.stderr.strip()}")
+    return result.stdout
+
+
+def _wait_until(
+    what: str, ready: Callable[[], bool], supervisor: Supervisor, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        supervisor.check()
+        if time.monotonic() > deadline:
+            raise DemoStepError(f"{what} was not ready after {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 -- our own http URL
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass
+class _Counts:
+    readings: int
+    messages: int
+    quarantined: int
+    online: int
+
+
+def _counts(database_url: str) -> _Counts:
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM raw_messages),"
+            " (SELECT count(*) FROM quarantine),"
+            " (SELECT count(*) FROM device_status WHERE state = 'online')"
+        ).fetchone()
+    assert row is not None
+    return _Counts(*row)
+
+
+def _start_system(
+    services: LocalServices, supervisor: Supervisor, urls: Mapping[str, str], site: Path
+) -> list[str]:
+    """Start meters, cloud and gateways; return the lines that say what runs where."""
+    run_dir = services.run_dir / "demo"
+    child_env = {
+        env.DATABASE_URL: urls["postgres"],
+        env.REDIS_URL: urls["redis"],
+        env.MQTT_URL: urls["mosquitto"],
+        env.LOG_FORMAT: "json",
+    }
+    print("  migrating the database ...", flush=True)
+    _run_step("gridclear-cloud migrate", [_tool("gridclear-cloud"), "migrate"], child_env)
+
+    print("  starting the simulated street (gridclear-metersim) ...", flush=True)
+    ready_file = run_dir / "metersim.json"
+    supervisor.start(
+        "metersim",
+        [
+            _tool("gridclear-metersim"),
+            "serve",
+            "--site",
+            str(site),
+            "--ready-file",
+            str(ready_file),
+        ],
+    )
+    _wait_until("the meter simulator", ready_file.exists, supervisor, 30)
+    ready = json.loads(ready_file.read_text())
+    gateways = gateways_from_site(ready)
+
+    print("  starting the ingest worker and the API ...", flush=True)
+    supervisor.start(
+        "ingest",
+        [_tool("gridclear-cloud"), "ingest", "--client-id", "demo-ingest-1"],
+        env=child_env,
+    )
+    api_port = free_port()
+    api_url = f"http://127.0.0.1:{api_port}"
+    supervisor.start(
+        "api",
+        [_tool("gridclear-cloud"), "serve", "--host", "127.0.0.1", "--port", str(api_port)],
+        env=child_env,
+    )
+    admin_password = secrets.token_urlsafe(18)
+    password_file = run_dir / "admin.password"
+    password_file.write_text(admin_password + "\n")
+    password_file.chmod(0o600)
+    _run_step(
+        "creating the demo operator account",
+        [
+            _tool("gridclear-cloud"),
+            "admin",
+            "create",
+            "--email",
+            DEMO_ADMIN_EMAIL,
+            "--display-name",
+            "Demo operator",
+            "--password-file",
+            str(password_file),
+        ],
+        child_env,
+    )
+
+    print(f"  enrolling {len(gateways)} gateways and starting their agents ...", flush=True)
+    for gateway in gateways:
+        folder = run_dir / gateway.device_id
+        folder.mkdir(parents=True, exist_ok=True)
+        key_file = folder / "device.key"
+        if not key_file.exists():
+            keygen = _run_step(
+                f"gridclear-edge keygen for {gateway.device_id}",
+                [_tool("gridclear-edge"), "keygen", "--key", str(key_file)],
+                {},
+            )
+            public_key = json.loads(keygen)["public_key"]
+            _run_step(
+                f"registering {gateway.device_id}",
+                [
+                    _tool("gridclear-cloud"),
+                    "devices",
+                    "add",
+                    "--device-id",
+                    gateway.device_id,
+                    "--site",
+                    "demo-street",
+                    "--public-key",
+                    public_key,
+                    "--exist-ok",
+                ],
+                child_env,
+            )
+            for meter in gateway.meters:
+                _run_step(
+                    f"binding meter {meter.name}",
+                    [
+                        _tool("gridclear-cloud"),
+                        "devices",
+                        "meter",
+                        "--device-id",
+                        gateway.device_id,
+                        "--meter",
+                        meter.name,
+                        "--role",
+                        meter.role,
+                        "--model",
+                        meter.model,
+                    ],
+                    child_env,
+                )
+        config = folder / "edge.toml"
+        config.write_text(
+            edge_config_toml(
+                gateway, key_file=key_file, outbox=folder / "outbox.db", mqtt_url=urls["mosquitto"]
+            )
+        )
+        supervisor.start(
+            f"edge-{gateway.device_id}", [_tool("gridclear-edge"), "run", "--config", str(config)]
+        )
+
+    _wait_until("the API", lambda: _http_ok(f"{api_url}/api/health/live"), supervisor, 30)
+    bus = ", ".join(f"{b['name']} on modbus-tcp {b['host']}:{b['port']}" for b in ready["buses"])
+    login_file = run_dir / "login.json"
+    login_file.write_text(json.dumps({"email": DEMO_ADMIN_EMAIL, "password": admin_password}))
+    login_file.chmod(0o600)
+    return [
+        f"  meters     {sum(len(g.meters) for g in gateways)} simulated meters, {bus},"
+        f" time x{ready['speed']:g}",
+        *(f"  gateway    {line}" for line in summarize(gateways)),
+        f"  ingest     1 worker, shared subscription on {urls['mosquitto']}",
+        f"  api        {api_url}   (OpenAPI: {api_url}/docs)",
+        "",
+        "Watch readings arrive through the API (the login is in the run folder):",
+        f"  curl -s -X POST {api_url}/api/auth/login -H 'content-type: application/json'"
+        f" -d @{login_file}",
+        f'  curl -s -H "Authorization: Bearer <accessToken>" {api_url}/api/meters',
+        f"Logs of every process: {run_dir}",
+    ]
+
+
+def run_demo(*, run_dir: Path | None, broker_policy: Path | None, site: Path | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     external = {
         "postgres": os.environ.get(env.DATABASE_URL),
         "redis": os.environ.get(env.REDIS_URL),
         "mosquitto": os.environ.get(env.MQTT_URL),
     }
+    site = site or default_demo_site()
+    if site is None:
+        print(
+            "gridclear demo: no site file; pass --site (see firmware-sim/examples/)",
+            file=sys.stderr,
+        )
+        return 2
     print("gridclear demo: starting services ...", flush=True)
     try:
         with LocalServices.start(
@@ -111,25 +339,49 @@ def run_demo(*, run_dir: Path | None, broker_policy: Path | None) -> int:
             redis=external["redis"] is None,
             mosquitto=external["mosquitto"] is None,
         ) as services:
+            urls = {s.name: s.url for s in services} | {
+                name: url for name, url in external.items() if url is not None
+            }
             supervisor = Supervisor(log_dir=services.run_dir / "demo")
             try:
+                lines = _start_system(services, supervisor, urls, site)
                 print("\nWhat runs where:")
                 for service in services:
                     print(f"  {service.describe()}")
                 for name, url in external.items():
                     if url is not None:
                         print(f"  {name:<10} {url:<45} (external, from the environment)")
+                print("\n".join(lines))
                 print(f"\nRun folder: {services.run_dir}")
                 print("Press Ctrl-C to stop.", flush=True)
-                while True:
-                    supervisor.check()
-                    time.sleep(1)
+                _watch(supervisor, urls["postgres"])
             finally:
                 with contextlib.suppress(OSError):
                     supervisor.stop()
     except KeyboardInterrupt:
         print("\ngridclear demo: stopped; every service shut down.", flush=True)
         return 0
-    except (ServiceStartError, ChildExitedError) as error:
+    except (ServiceStartError, ChildExitedError, DemoStepError) as error:
         print(f"gridclear demo: {error}", file=sys.stderr)
         return 1
+
+
+def _watch(supervisor: Supervisor, database_url: str, every_s: float = 10.0) -> NoReturn:
+    """Keep the children honest and say, now and then, what has arrived."""
+    next_report = time.monotonic() + every_s
+    while True:
+        supervisor.check()
+        if time.monotonic() >= next_report:
+            next_report += every_s
+            try:
+                counts = _counts(database_url)
+            except psycopg.Error as error:  # progress output must never stop the demo
+                print(f"  (could not count readings: {error})", flush=True)
+            else:
+                print(
+                    f"  {time.strftime('%H:%M:%S')}  readings stored: {counts.readings:,}"
+                    f"  messages: {counts.messages:,}  quarantined: {counts.quarantined:,}"
+                    f"  gateways online: {counts.online}",
+                    flush=True,
+                )
+        time.sleep(0.5)
