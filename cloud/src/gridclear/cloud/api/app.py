@@ -240,12 +240,14 @@ def _allowed_methods(request: Request) -> str:
     """
     app: FastAPI = request.app
     path = request.url.path
-    methods: set[str] = set()
+    by_specificity: dict[int, set[str]] = {}
     for template, operations in app.openapi().get("paths", {}).items():
         pattern = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"
         if re.match(pattern, path):
+            # A literal segment beats a parameter (/api/devices/enroll, not /{device_id}).
+            methods = by_specificity.setdefault(template.count("{"), set())
             methods |= {m.upper() for m in operations}
-    return ", ".join(sorted(methods))
+    return ", ".join(sorted(by_specificity[min(by_specificity)])) if by_specificity else ""
 
 
 _FAILURE_REF = {"$ref": "#/components/schemas/Failure"}
