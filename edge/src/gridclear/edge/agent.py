@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn, Protocol
 
@@ -173,8 +174,9 @@ class Agent:
 
 
 def _jsonable(status: Any) -> Any:
-    if hasattr(status, "__dataclass_fields__"):
-        return {key: _jsonable(value) for key, value in asdict(status).items()}
+    if is_dataclass(status) and not isinstance(status, type):
+        # Field by field: asdict() deep-copies, and cannot copy a mappingproxy.
+        return {f.name: _jsonable(getattr(status, f.name)) for f in fields(status)}
     if isinstance(status, Mapping):
         return {str(key): _jsonable(value) for key, value in status.items()}
     return status
@@ -222,6 +224,9 @@ def run_agent(config_path: Path) -> int:
     except (ConfigError, KeyFileError, OutboxError) as error:
         log.error("cannot start: %s", error, extra={"problem": str(error)})
         return 2
+
+    # `kill -USR1 <pid>` prints every thread's stack to the log: diagnosis without a debugger.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     async def main() -> None:
         stop = asyncio.Event()
