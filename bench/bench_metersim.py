@@ -168,8 +168,8 @@ def _paired_rates(
 
 def _scale_rate(seconds: float, workdir: Path) -> tuple[int, float]:
     lines = ["speed = 60", "seed = 3"]
-    for bus in range(9):
-        lines.append(f'[[bus]]\nname = "gw{bus}"\nport = 0')
+    for index in range(9):
+        lines.append(f'[[bus]]\nname = "gw{index}"\nport = 0')
         lines.append('[[bus.meter]]\nunits = "1-223"\nmodel = "sdm630"\nprofile = "household+pv"')
     site = workdir / "scale.toml"
     site.write_text("\n".join(lines) + "\n")
