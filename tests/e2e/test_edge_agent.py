@@ -258,3 +258,32 @@ async def test_broker_outage_every_reading_arrives_afterwards_in_order(
         gaps = [b - a for a, b in itertools.pairwise(times)]
         # Polled every 0.5 s throughout: no hole where the outage was.
         assert max(gaps) < 2500, f"{name}: readings missing around the outage"
+
+
+async def test_a_dead_meter_does_not_delay_the_others(
+    edge: Edge, cloud: Collector, meters: MetersimProcess
+) -> None:
+    edge.start()
+    await _until(lambda: len(_payloads(edge, cloud)) >= 2)
+    meters.fault("tcp/2", "timeout")  # m2 stops answering (1 s timeout, 2 retries)
+    faulted_from = max(r["ts_ms"] for p in _payloads(edge, cloud) for r in p["readings"])
+    await _until(
+        lambda: (
+            sum(
+                1
+                for p in _payloads(edge, cloud)
+                for r in p["readings"]
+                if r["meter"] == "m2" and "read_error" in r["quality"]
+            )
+            >= 2
+        )
+    )
+    assert edge.signal(signal.SIGTERM) == 0
+    readings = [r for p in _payloads(edge, cloud) for r in p["readings"]]
+    m1 = sorted(r["ts_ms"] for r in readings if r["meter"] == "m1" and r["ts_ms"] > faulted_from)
+    m2_failed = [r for r in readings if r["meter"] == "m2" and "read_error" in r["quality"]]
+    # While m2 times out (each failed sample takes seconds of retries), m1 keeps its
+    # 0.5 s interval and stays complete.
+    assert len(m1) >= 2 * len(m2_failed)
+    assert max(b - a for a, b in itertools.pairwise(m1)) < 1500
+    assert all("read_error" not in r["quality"] for r in readings if r["meter"] == "m1")
