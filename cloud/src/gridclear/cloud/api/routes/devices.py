@@ -11,13 +11,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from gridclear.cloud import devices
 from gridclear.cloud.api.deps import Principal, ServicesDep, require_role
 from gridclear.cloud.api.envelope import ApiModel, Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.api.routes.meters import MeterOut
+from gridclear.cloud.api.schemas import IsoDatetime
 from gridclear.cloud.identity.roles import Role
 from gridclear.shared.topics import DEVICE_ID_PATTERN
 
@@ -113,7 +114,7 @@ class KeyIn(ApiModel):
 
 
 class RevokeIn(ApiModel):
-    at: AwareDatetime | None = None
+    at: IsoDatetime | None = None
     """Refuse what the key signed from this time on (default: now)."""
     reason: Annotated[str | None, Field(max_length=500)] = None
 
@@ -233,7 +234,7 @@ async def list_devices(
 async def quarantine_stats(
     principal: Operator,
     services: ServicesDep,
-    since: Annotated[AwareDatetime | None, Query()] = None,
+    since: Annotated[IsoDatetime | None, Query()] = None,
 ) -> Ok[list[QuarantineStatOut]]:
     since = since or datetime.now(UTC) - timedelta(days=1)
     async with services.pool.connection() as conn:
