@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -53,6 +54,32 @@ def _children(parent: int) -> list[int]:
     return pids
 
 
+def _readings_arrive_through_the_api(output: str) -> None:
+    """Sign in as the printed operator and watch a meter's readings appear."""
+    api = re.search(r"api\s+(http://\S+)", output)
+    login = re.search(r"-d @(\S+login\.json)", output)
+    assert api, output
+    assert login, output
+    with httpx.Client(base_url=api.group(1), timeout=10) as http:
+        session = http.post(
+            "/api/auth/login",
+            content=Path(login.group(1)).read_bytes(),
+            headers={"content-type": "application/json"},
+        ).json()
+        assert session["success"], session
+        http.headers["Authorization"] = f"Bearer {session['data']['accessToken']}"
+        meters = http.get("/api/meters").json()["data"]
+        assert {m["name"] for m in meters} >= {"house1-grid", "house1-pv", "house3-grid"}
+        grid = next(m for m in meters if m["name"] == "house1-grid")
+        deadline = time.monotonic() + 60
+        readings: list[dict[str, object]] = []
+        while not readings and time.monotonic() < deadline:
+            readings = http.get(f"/api/meters/{grid['id']}/readings").json()["data"]
+            time.sleep(0.5)
+        assert readings, "no reading of house1-grid arrived through the API within 60 s"
+        assert isinstance(readings[0]["importWh"], int)
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_demo_prints_where_services_run_and_stops_cleanly(
     stop_signal: signal.Signals, server_dir: Path
@@ -87,6 +114,7 @@ def test_demo_prints_where_services_run_and_stops_cleanly(
             client = redis.Redis.from_url(cache.group(1))
             assert client.ping()
             client.close()
+            _readings_arrive_through_the_api(output)
             # Servers, simulator, ingest, API and one agent per household.
             children = _children(demo.pid)
             assert len(children) >= 3 + 3 + 5, children

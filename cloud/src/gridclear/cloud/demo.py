@@ -262,8 +262,8 @@ def _start_system(
                     gateway.device_id,
                     "--site",
                     "demo-street",
-                    "--public-key",
-                    public_key,
+                    # '=' form: a base64url key may begin with '-'.
+                    f"--public-key={public_key}",
                     "--exist-ok",
                 ],
                 child_env,

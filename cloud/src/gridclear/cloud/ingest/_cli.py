@@ -89,7 +89,10 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     add.add_argument("--name", default=None)
     add.add_argument("--site", default=None, help="site name (created on first use)")
     add.add_argument(
-        "--public-key", default=None, help="register this base64url Ed25519 key, no enrolment"
+        "--public-key",
+        default=None,
+        help="register this base64url Ed25519 key, no enrolment; write --public-key=KEY,"
+        " since a key may begin with '-'",
     )
     add.add_argument("--token-ttl-hours", type=float, default=24.0)
     add.add_argument("--exist-ok", action="store_true", help="an existing device is not an error")
