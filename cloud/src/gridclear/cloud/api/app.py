@@ -37,7 +37,16 @@ from gridclear.cloud.api.logs import configure_logging
 from gridclear.cloud.api.metrics import ApiMetrics
 from gridclear.cloud.api.middleware import BodyLimit, RequestContext
 from gridclear.cloud.api.ratelimit import RateLimiter
-from gridclear.cloud.api.routes import admin, auth, health, keys, users
+from gridclear.cloud.api.routes import (
+    admin,
+    auth,
+    health,
+    keys,
+    market_admin,
+    orders,
+    timeslots,
+    users,
+)
 from gridclear.cloud.api.routes import devices as device_routes
 from gridclear.cloud.api.routes import meters as meter_routes
 from gridclear.cloud.api.services import Clock, Services
@@ -130,6 +139,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(admin.router, dependencies=per_ip)
     app.include_router(meter_routes.router, dependencies=per_ip)
     app.include_router(device_routes.router, dependencies=per_ip)
+    app.include_router(timeslots.router, dependencies=per_ip)
+    app.include_router(orders.bids_router, dependencies=per_ip)
+    app.include_router(orders.supplies_router, dependencies=per_ip)
+    app.include_router(market_admin.router, dependencies=per_ip)
     app.include_router(health.router)
     _install_error_handlers(app, metrics)
 

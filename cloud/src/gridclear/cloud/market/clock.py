@@ -1,0 +1,43 @@
+"""Market time, with acceleration for demos and tests.
+
+The scheduler asks a :class:`MarketClock` what time it is. In production that is
+the wall clock. For a demo or a test the market can run faster: with ``epoch0``
+the simulated time at start and ``speed`` the acceleration,
+
+    simulated now = epoch0 + (wall now - wall0) * speed
+
+so at ``speed=60`` a 15-minute slot goes by in 15 seconds. Only the scheduler
+reads this clock: the order API trusts the slot's stored state (open or not), so
+API and scheduler never disagree about whether a slot accepts orders.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+__all__ = ["MarketClock"]
+
+
+@dataclass(frozen=True)
+class MarketClock:
+    """``now()`` is ``epoch0 + (wall - wall0) * speed`` (UTC, aware)."""
+
+    speed: float = 1.0
+    epoch0: datetime = field(default_factory=lambda: datetime.now(UTC))
+    wall0: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.speed <= 100_000:
+            raise ValueError("speed must be above 0 and at most 100000")
+        if self.epoch0.tzinfo is None:
+            raise ValueError("epoch0 must be timezone-aware")
+
+    def now(self) -> datetime:
+        elapsed = time.monotonic() - self.wall0
+        return self.epoch0 + timedelta(seconds=elapsed * self.speed)
+
+    def wall_seconds(self, market_seconds: float) -> float:
+        """How long ``market_seconds`` of market time take on the wall clock."""
+        return market_seconds / self.speed

@@ -1,0 +1,132 @@
+"""What the market tells connected apps, and the JSON it tells them.
+
+The market emits through :class:`EventSink`, the one method of the real-time
+publisher (``gridclear.cloud.realtime.EventPublisher``); :class:`NoEvents` is used
+where none is configured. :func:`safe_emit` makes sure a failing publisher never
+breaks an order or a clearing: the event is lost (and logged), the data is not.
+
+The JSON shapes here are the API's (camelCase), so an app sees the same order in
+``GET /api/bids/{id}`` and in a ``bid_update`` event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from gridclear.cloud.market.clearing import Side
+from gridclear.cloud.market.store import OrderRecord, Timeslot
+
+__all__ = [
+    "EventSink",
+    "NoEvents",
+    "order_event",
+    "order_json",
+    "safe_emit",
+    "slot_json",
+    "slot_room",
+]
+
+log = logging.getLogger(__name__)
+
+
+class EventSink(Protocol):
+    async def emit(
+        self,
+        event: str,
+        data: Mapping[str, Any],
+        *,
+        room: str | None = None,
+        user_id: int | None = None,
+    ) -> None: ...
+
+
+class NoEvents:
+    """Emits nothing: for processes with no real-time publisher."""
+
+    async def emit(
+        self,
+        event: str,
+        data: Mapping[str, Any],
+        *,
+        room: str | None = None,
+        user_id: int | None = None,
+    ) -> None:
+        return None
+
+
+async def safe_emit(
+    sink: EventSink | None,
+    event: str,
+    data: Mapping[str, Any],
+    *,
+    room: str | None = None,
+    user_id: int | None = None,
+) -> None:
+    """Emit, logging rather than raising when the publisher fails."""
+    if sink is None:
+        return
+    try:
+        await sink.emit(event, data, room=room, user_id=user_id)
+    except Exception:
+        log.warning("could not emit %s (room %s, user %s)", event, room, user_id, exc_info=True)
+
+
+def slot_room(slot_id: int) -> str:
+    return f"timeslot:{slot_id}"
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def order_json(order: OrderRecord) -> dict[str, Any]:
+    """An order as the API answers it."""
+    return {
+        "id": order.id,
+        "timeslotId": order.timeslot_id,
+        "userId": order.user_id,
+        "meterId": order.meter_id,
+        "side": order.side.value,
+        "quantityWh": order.quantity_wh,
+        "price": order.price,
+        "status": order.status,
+        "version": order.version,
+        "filledWh": order.filled_wh,
+        "amount": order.amount,
+        "createdAt": _iso(order.created_at),
+        "submittedAt": _iso(order.submitted_at),
+        "updatedAt": _iso(order.updated_at),
+    }
+
+
+def order_event(order: OrderRecord) -> str:
+    return "bid_update" if order.side is Side.BUY else "supply_update"
+
+
+def slot_json(slot: Timeslot) -> dict[str, Any]:
+    """A timeslot as the API answers it; ``result`` is set once it is cleared."""
+    times = slot.times
+    cleared = slot.cleared_at is not None
+    return {
+        "id": slot.id,
+        "state": slot.state.value,
+        "startTime": _iso(times.starts_at),
+        "endTime": _iso(times.ends_at),
+        "opensAt": _iso(times.opens_at),
+        "closesAt": _iso(times.closes_at),
+        "settlesAt": _iso(times.settles_at),
+        "priceFloor": slot.price_floor,
+        "priceCap": slot.price_cap,
+        "result": {
+            "price": slot.price,
+            "volumeWh": slot.volume_wh,
+            "totalAmount": slot.total_amount,
+            "bidCount": slot.bid_count,
+            "offerCount": slot.offer_count,
+            "clearedAt": _iso(slot.cleared_at),
+        }
+        if cleared
+        else None,
+    }

@@ -1,0 +1,207 @@
+"""Bids and supplies over the real app, database and Redis: placing, amending and
+cancelling until gate closure, optimistic concurrency, idempotent retries, the
+meter and bound checks, and the events an app receives."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from cloud.tests.api_support import Api, error_code
+from cloud.tests.market_support import RecordedEvents, make_slot, set_state, trader
+
+
+def _bid(slot: int, meter: int, quantity: int = 1000, price: int = 200) -> dict[str, int]:
+    return {"timeslotId": slot, "meterId": meter, "quantityWh": quantity, "price": price}
+
+
+async def test_place_amend_cancel_a_bid_and_see_it_in_my_bids(api: Api) -> None:
+    events = RecordedEvents()
+    api.app.state.events = events
+    buyer = await trader(api, "import")
+    slot = make_slot(api.database_url)
+
+    placed = await api.client.post(
+        "/api/bids", json=_bid(slot, buyer.meter_id), headers=buyer.headers
+    )
+    assert placed.status_code == 201, placed.text
+    bid = placed.json()["data"]
+    assert (bid["side"], bid["status"], bid["version"]) == ("buy", "active", 1)
+    assert (bid["quantityWh"], bid["price"], bid["userId"]) == (1000, 200, buyer.user_id)
+
+    amended = await api.client.put(
+        f"/api/bids/{bid['id']}", json={"version": 1, "price": 250}, headers=buyer.headers
+    )
+    assert amended.status_code == 200, amended.text
+    assert (amended.json()["data"]["price"], amended.json()["data"]["version"]) == (250, 2)
+
+    mine = await api.client.get("/api/my/bids", headers=buyer.headers)
+    assert [b["id"] for b in mine.json()["data"]] == [bid["id"]]
+    one = await api.client.get(f"/api/bids/{bid['id']}", headers=buyer.headers)
+    assert one.json()["data"]["price"] == 250
+
+    cancelled = await api.client.delete(f"/api/bids/{bid['id']}?version=2", headers=buyer.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["data"]["status"] == "cancelled"
+    again = await api.client.put(
+        f"/api/bids/{bid['id']}", json={"version": 3, "price": 1}, headers=buyer.headers
+    )
+    assert (again.status_code, error_code(again)) == (409, "CONFLICT")
+
+    actions = [(d["action"], r) for d, r, _ in events.named("bid_update")]
+    assert actions == [(a, f"timeslot:{slot}") for a in ("created", "updated", "cancelled")]
+
+
+async def test_orders_are_refused_once_the_slot_has_closed(api: Api) -> None:
+    seller = await trader(api, "export")
+    slot = make_slot(api.database_url)
+    placed = await api.client.post(
+        "/api/supplies", json=_bid(slot, seller.meter_id), headers=seller.headers
+    )
+    assert placed.status_code == 201, placed.text
+    supply = placed.json()["data"]
+    assert supply["side"] == "sell"
+
+    set_state(api.database_url, slot, "closed")  # gate closure
+    late = await api.client.post(
+        "/api/supplies", json=_bid(slot, seller.meter_id), headers=seller.headers
+    )
+    assert (late.status_code, error_code(late)) == (409, "TIMESLOT_EXPIRED")
+    amend = await api.client.put(
+        f"/api/supplies/{supply['id']}", json={"version": 1, "price": 1}, headers=seller.headers
+    )
+    assert (amend.status_code, error_code(amend)) == (409, "TIMESLOT_EXPIRED")
+    cancel = await api.client.delete(f"/api/supplies/{supply['id']}", headers=seller.headers)
+    assert (cancel.status_code, error_code(cancel)) == (409, "TIMESLOT_EXPIRED")
+    unchanged = await api.client.get(f"/api/supplies/{supply['id']}", headers=seller.headers)
+    assert unchanged.json()["data"] == supply
+
+    scheduled = make_slot(api.database_url, "scheduled")
+    early = await api.client.post(
+        "/api/supplies", json=_bid(scheduled, seller.meter_id), headers=seller.headers
+    )
+    assert (early.status_code, error_code(early)) == (409, "TIMESLOT_EXPIRED")
+
+
+async def test_two_concurrent_amendments_one_wins_one_conflicts(api: Api) -> None:
+    buyer = await trader(api, "both")
+    slot = make_slot(api.database_url)
+    placed = await api.client.post(
+        "/api/bids", json=_bid(slot, buyer.meter_id), headers=buyer.headers
+    )
+    bid_id = placed.json()["data"]["id"]
+
+    first, second = await asyncio.gather(
+        api.client.put(
+            f"/api/bids/{bid_id}", json={"version": 1, "price": 300}, headers=buyer.headers
+        ),
+        api.client.put(
+            f"/api/bids/{bid_id}", json={"version": 1, "price": 400}, headers=buyer.headers
+        ),
+    )
+    statuses = sorted([first.status_code, second.status_code])
+    assert statuses == [200, 409], (first.text, second.text)
+    winner, loser = (first, second) if first.status_code == 200 else (second, first)
+    assert error_code(loser) == "CONFLICT"
+    assert loser.json()["error"]["details"]["currentVersion"] == 2
+    now = await api.client.get(f"/api/bids/{bid_id}", headers=buyer.headers)
+    assert now.json()["data"]["price"] == winner.json()["data"]["price"]
+    assert now.json()["data"]["version"] == 2
+
+
+async def test_a_retried_post_with_the_same_idempotency_key_places_one_order(api: Api) -> None:
+    buyer = await trader(api, "import")
+    slot = make_slot(api.database_url)
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    body = _bid(slot, buyer.meter_id, quantity=750)
+
+    first = await api.client.post("/api/bids", json=body, headers={**buyer.headers, **key})
+    retry = await api.client.post("/api/bids", json=body, headers={**buyer.headers, **key})
+    assert first.status_code == retry.status_code == 201
+    assert retry.json()["data"] == first.json()["data"]
+    assert retry.headers["Idempotent-Replayed"] == "true"
+
+    racing = await asyncio.gather(
+        *(
+            api.client.post(
+                "/api/bids", json=body, headers={**buyer.headers, "Idempotency-Key": "race"}
+            )
+            for _ in range(5)
+        )
+    )
+    assert {r.status_code for r in racing} == {201}
+    assert len({r.json()["data"]["id"] for r in racing}) == 1
+
+    other = await api.client.post(
+        "/api/bids", json={**body, "price": 999}, headers={**buyer.headers, **key}
+    )
+    assert (other.status_code, error_code(other)) == (422, "IDEMPOTENCY_KEY_REUSED")
+    count = api.count("SELECT count(*) FROM orders WHERE user_id = %s", buyer.user_id)
+    assert count == 2
+
+
+async def test_meter_roles_ownership_and_bounds_are_checked(api: Api) -> None:
+    consumer = await trader(api, "import")
+    producer = await trader(api, "export")
+    slot = make_slot(api.database_url, price_cap=500)
+
+    selling_from_import = await api.client.post(
+        "/api/supplies", json=_bid(slot, consumer.meter_id), headers=consumer.headers
+    )
+    assert (selling_from_import.status_code, error_code(selling_from_import)) == (
+        403,
+        "FORBIDDEN",
+    )
+    buying_with_export = await api.client.post(
+        "/api/bids", json=_bid(slot, producer.meter_id), headers=producer.headers
+    )
+    assert error_code(buying_with_export) == "FORBIDDEN"
+    someone_elses_meter = await api.client.post(
+        "/api/bids", json=_bid(slot, consumer.meter_id), headers=producer.headers
+    )
+    assert error_code(someone_elses_meter) == "FORBIDDEN"
+
+    above_cap = await api.client.post(
+        "/api/bids", json=_bid(slot, consumer.meter_id, price=501), headers=consumer.headers
+    )
+    assert (above_cap.status_code, error_code(above_cap)) == (422, "VALIDATION_ERROR")
+    too_big = await api.client.post(
+        "/api/bids",
+        json=_bid(slot, consumer.meter_id, quantity=2_000_000),
+        headers=consumer.headers,
+    )
+    assert error_code(too_big) == "VALIDATION_ERROR"
+    fractional = await api.client.post(
+        "/api/bids",
+        json={**_bid(slot, consumer.meter_id), "quantityWh": 10.5},
+        headers=consumer.headers,
+    )
+    assert error_code(fractional) == "VALIDATION_ERROR"
+    no_slot = await api.client.post(
+        "/api/bids", json=_bid(2**40, consumer.meter_id), headers=consumer.headers
+    )
+    assert (no_slot.status_code, error_code(no_slot)) == (404, "NOT_FOUND")
+    assert api.count("SELECT count(*) FROM orders WHERE timeslot_id = %s", slot) == 0
+
+
+async def test_other_peoples_orders_are_hidden_or_anonymous(api: Api) -> None:
+    alice = await trader(api, "import")
+    bob = await trader(api, "import")
+    slot = make_slot(api.database_url)
+    placed = await api.client.post(
+        "/api/bids", json=_bid(slot, alice.meter_id), headers=alice.headers
+    )
+    bid_id = placed.json()["data"]["id"]
+
+    direct = await api.client.get(f"/api/bids/{bid_id}", headers=bob.headers)
+    assert (direct.status_code, error_code(direct)) == (404, "NOT_FOUND")
+    amend = await api.client.put(
+        f"/api/bids/{bid_id}", json={"version": 1, "price": 1}, headers=bob.headers
+    )
+    assert error_code(amend) == "NOT_FOUND"
+    listing = await api.client.get(f"/api/timeslots/{slot}/bids", headers=bob.headers)
+    (seen,) = listing.json()["data"]
+    assert (seen["id"], seen["userId"], seen["meterId"]) == (bid_id, None, None)
+    own = await api.client.get(f"/api/timeslots/{slot}/bids", headers=alice.headers)
+    assert own.json()["data"][0]["userId"] == alice.user_id
+    assert (await api.client.get("/api/bids", headers=bob.headers)).json()["data"] == []
