@@ -54,6 +54,7 @@ from gridclear.cloud.identity.nonces import NonceStore
 from gridclear.cloud.identity.passwords import Passwords
 from gridclear.cloud.identity.sessions import SessionRevocations
 from gridclear.cloud.identity.tokens import AccessTokens
+from gridclear.cloud.realtime.metrics import RealtimeMetrics
 from gridclear.cloud.settings import Settings, SettingsError
 from gridclear.cloud.storage.migrations import discover_migrations
 from gridclear.cloud.storage.pool import Pool, open_pool
@@ -61,6 +62,10 @@ from gridclear.cloud.storage.pool import Pool, open_pool
 __all__ = ["create_app", "create_app_from_env"]
 
 log = logging.getLogger(__name__)
+
+
+_REALTIME_SWEEP_S = 30.0
+"""How often real-time connections with an expired token or revoked session are dropped."""
 
 
 def _utc_now() -> datetime:
@@ -74,6 +79,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     signing_key = settings.signing_key()
     now = clock or _utc_now
     metrics = ApiMetrics()
+    # Imported here: the real-time server uses the API's dependencies, and
+    # gridclear.cloud.realtime must stay importable on its own (the scheduler).
+    from gridclear.cloud.realtime.server import RealtimeServer
+
+    realtime = RealtimeServer(
+        redis_url=settings.redis_url,
+        key_prefix=settings.redis_key_prefix,
+        services=lambda: app.state.services,
+        metrics=RealtimeMetrics(metrics.registry),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,6 +134,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
                 ),
                 metrics=metrics,
             )
+            # Real time: ready only once subscribed to the deployment's Redis channel.
+            await realtime.start(sweep_every_s=_REALTIME_SWEEP_S)
+            stack.push_async_callback(realtime.stop)
+            app.state.events = realtime.events
             log.info("gridclear API ready (%s mode)", settings.env)
             yield
 
@@ -144,6 +163,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(orders.supplies_router, dependencies=per_ip)
     app.include_router(market_admin.router, dependencies=per_ip)
     app.include_router(health.router)
+    app.mount("/socket.io", realtime.asgi, name="socket.io")
+    app.state.realtime = realtime
     _install_error_handlers(app, metrics)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

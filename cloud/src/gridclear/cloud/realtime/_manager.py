@@ -1,0 +1,98 @@
+"""Socket.IO's Redis client manager, with the two things gridclear needs on top.
+
+``socketio.AsyncRedisManager`` is the fan-out: every instance publishes each
+emit on one Redis channel and delivers what it hears to its own clients. We
+keep it, and add:
+
+- ``subscribed``: an event set once Redis has confirmed the subscription. The
+  API waits for it at start-up, so an instance never reports ready while
+  events published by the scheduler or the other instances would still miss it.
+  The stock manager drops Redis' confirmation (``ignore_subscribe_messages``),
+  so we ask for it and filter it out ourselves.
+- a publish that fails loudly: the stock manager logs and gives up after two
+  attempts without telling the caller; :class:`FanoutError` lets the
+  :class:`~gridclear.cloud.realtime.EventPublisher` count the lost event.
+
+Both lean on methods python-socketio documents for pub/sub subclasses
+(``_listen``, ``_publish``) plus its ``_redis_connect`` and
+``_redis_listen_with_retries``; the version is pinned below 6 and the
+real-time tests exercise every one of them against a real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import socketio
+
+__all__ = ["FanoutError", "RedisFanout", "channel_name"]
+
+log = logging.getLogger("gridclear.cloud.realtime")
+
+# A dead Redis must not hold an emitting scheduler for long.
+_REDIS_OPTIONS = {"socket_connect_timeout": 2.0}
+
+
+def channel_name(key_prefix: str) -> str:
+    """The Redis channel of one deployment: every API instance and publisher must agree."""
+    return f"{key_prefix}socketio"
+
+
+class FanoutError(RuntimeError):
+    """An event could not be published to Redis (the local clients may have it)."""
+
+
+class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped library
+    """``AsyncRedisManager`` that reports its subscription and its publish failures."""
+
+    redis: Any
+    pubsub: Any
+
+    def __init__(self, url: str, *, channel: str, write_only: bool = False) -> None:
+        super().__init__(
+            url,
+            channel=channel,
+            write_only=write_only,
+            logger=log,
+            redis_options=dict(_REDIS_OPTIONS),
+        )
+        self.subscribed = asyncio.Event()
+
+    def _redis_connect(self) -> None:
+        super()._redis_connect()
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+
+    async def _listen(self) -> AsyncIterator[Any]:
+        channel = self.channel.encode()
+        async for message in self._redis_listen_with_retries():
+            kind = message.get("type")
+            if kind == "subscribe":
+                self.subscribed.set()
+            elif kind == "message" and message.get("channel") == channel and "data" in message:
+                yield message["data"]
+
+    async def _publish(self, data: Any) -> Any:
+        result = await super()._publish(data)
+        # The stock manager answers None once it has given up (and logged why).
+        if result is None and isinstance(data, dict) and data.get("method") == "emit":
+            raise FanoutError("the event could not be published to Redis")
+        return result
+
+    async def aclose(self) -> None:
+        """Stop listening and close the Redis connections (idempotent)."""
+        thread = getattr(self, "thread", None)
+        if isinstance(thread, asyncio.Future) and not thread.done():
+            thread.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await thread
+        if self.pubsub is not None:
+            await self.pubsub.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        self.pubsub = None
+        self.redis = None
+        self.connected = False

@@ -1,0 +1,262 @@
+"""The Socket.IO server of the API: authentication at connect, rooms, fan-out.
+
+- A client connects with its access token in the ``auth`` payload
+  (``{"token": "..."}``) or an ``Authorization: Bearer`` header. The token is
+  checked exactly as REST checks it (signature, expiry, revoked session,
+  disabled account, rate limits); a refusal carries the REST error code.
+- Every connection joins its user's private room ``user:{id}``; clients join
+  and leave ``timeslot:{id}`` rooms with ``join_timeslot``/``leave_timeslot``.
+- :meth:`RealtimeServer.sweep` disconnects connections whose token has expired
+  or whose session was revoked (a logout reaches open sockets too); the API
+  runs it periodically.
+- Emits go through :class:`~gridclear.cloud.realtime._manager.RedisFanout`, so
+  every API instance of a deployment delivers every event to its own clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import socketio
+
+from gridclear.cloud.api.deps import Principal, _token_principal, auth_failure, hit_limit
+from gridclear.cloud.api.envelope import failure_body
+from gridclear.cloud.api.errors import ApiError, ErrorCode
+from gridclear.cloud.api.services import Services
+from gridclear.cloud.identity.apikeys import KEY_MARKER
+from gridclear.cloud.realtime._manager import RedisFanout, channel_name
+from gridclear.cloud.realtime._payload import (
+    BadRequestError,
+    parse_timeslot_id,
+    timeslot_room,
+    user_room,
+)
+from gridclear.cloud.realtime.metrics import RealtimeMetrics
+from gridclear.cloud.realtime.publisher import EventPublisher
+
+__all__ = ["JOIN_TIMESLOT", "LEAVE_TIMESLOT", "MAX_ROOMS", "RealtimeServer"]
+
+log = logging.getLogger("gridclear.cloud.realtime")
+
+JOIN_TIMESLOT = "join_timeslot"
+LEAVE_TIMESLOT = "leave_timeslot"
+MAX_ROOMS = 64
+"""Timeslot rooms one connection may be in at once (bounds a client's memory cost)."""
+_MAX_MESSAGE_BYTES = 16 * 1024
+"""Clients only send small control messages; anything larger is refused by Engine.IO."""
+
+
+@dataclass
+class _Connection:
+    user_id: int
+    session_id: uuid.UUID | None
+    expires_at: datetime | None
+    timeslots: set[int]
+
+
+class RealtimeServer:
+    """A python-socketio ``AsyncServer`` wired to gridclear's identity and Redis.
+
+    ``services`` is called at each connect (the API builds its services in the
+    lifespan, after this object exists). Call :meth:`start` before serving and
+    :meth:`stop` after; :attr:`asgi` is the ASGI app to mount at ``/socket.io``.
+    """
+
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        key_prefix: str,
+        services: Callable[[], Services],
+        metrics: RealtimeMetrics,
+    ) -> None:
+        self._services = services
+        self.metrics = metrics
+        self.manager = RedisFanout(redis_url, channel=channel_name(key_prefix))
+        # CORS for the polling transport is answered by the API's CORS middleware
+        # (one allowlist for REST and Socket.IO); Engine.IO's own check is off so
+        # the headers are not sent twice. Tokens travel in the auth payload, never
+        # in cookies, so a foreign page cannot ride a user's connection.
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            client_manager=self.manager,
+            cors_allowed_origins=[],
+            max_http_buffer_size=_MAX_MESSAGE_BYTES,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.asgi: Any = socketio.ASGIApp(self.sio, socketio_path=None)
+        self.events = EventPublisher(self.sio, metrics=metrics)
+        self._connections: dict[str, _Connection] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on(JOIN_TIMESLOT, self._on_join)
+        self.sio.on(LEAVE_TIMESLOT, self._on_leave)
+
+    async def start(self, *, sweep_every_s: float | None = None, timeout_s: float = 10.0) -> None:
+        """Subscribe to the deployment's channel; returns once Redis confirmed it.
+
+        With ``sweep_every_s``, :meth:`sweep` runs that often until :meth:`stop`.
+        """
+        # python-socketio starts its manager at the first connection; starting it
+        # here means events published before anyone connected are not the only
+        # ones at risk, and readiness can wait for the subscription.
+        if not self.sio.manager_initialized:
+            self.sio.manager_initialized = True
+            self.manager.initialize()
+        await asyncio.wait_for(self.manager.subscribed.wait(), timeout_s)
+        if sweep_every_s is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(sweep_every_s))
+
+    async def stop(self) -> None:
+        """Disconnect every client, stop background tasks, close Redis."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for sid in list(self._connections):
+            with contextlib.suppress(Exception):
+                await self.sio.disconnect(sid, ignore_queue=True)
+        await self.sio.shutdown()
+        await self.manager.aclose()
+
+    @property
+    def connected(self) -> int:
+        """Clients connected to this instance."""
+        return len(self._connections)
+
+    # ------------------------------------------------------------ handlers
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: object) -> None:
+        services = self._services()
+        try:
+            principal = await self._authenticate(services, environ, auth)
+        except ApiError as exc:
+            self.metrics.refused.labels(exc.code.value).inc()
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": exc.code.value, "details": exc.details}
+            ) from exc
+        user_id = principal.user.id
+        self._connections[sid] = _Connection(
+            user_id=user_id,
+            session_id=principal.session_id,
+            expires_at=principal.expires_at,
+            timeslots=set(),
+        )
+        await self.sio.enter_room(sid, user_room(user_id))
+        self.metrics.connections.set(len(self._connections))
+
+    async def _authenticate(
+        self, services: Services, environ: dict[str, Any], auth: object
+    ) -> Principal:
+        scope = environ.get("asgi.scope") or {}
+        client = scope.get("client")
+        await hit_limit(services, "api", client[0] if client else "unknown")
+        token = _token(environ, auth)
+        if not token:
+            raise auth_failure(services, ErrorCode.AUTHENTICATION_REQUIRED)
+        if token.startswith(KEY_MARKER):
+            raise auth_failure(
+                services, ErrorCode.FORBIDDEN, "Real-time events need a signed-in user's token"
+            )
+        principal = await _token_principal(services, token)
+        await hit_limit(services, "identity", principal.rate_key)
+        return principal
+
+    async def _on_disconnect(self, sid: str, reason: object = None) -> None:
+        self._connections.pop(sid, None)
+        self.metrics.connections.set(len(self._connections))
+
+    async def _on_join(self, sid: str, data: object = None) -> dict[str, Any]:
+        connection = self._connections.get(sid)
+        if connection is None:  # a message racing its own disconnect
+            return _refusal("not_connected", "The connection is closed")
+        try:
+            timeslot_id = parse_timeslot_id(data)
+        except BadRequestError as exc:
+            self.metrics.client_errors.labels(JOIN_TIMESLOT, exc.reason).inc()
+            return _refusal(exc.reason, str(exc))
+        if timeslot_id not in connection.timeslots and len(connection.timeslots) >= MAX_ROOMS:
+            self.metrics.client_errors.labels(JOIN_TIMESLOT, "too_many_rooms").inc()
+            return _refusal("too_many_rooms", f"At most {MAX_ROOMS} timeslot rooms at once")
+        room = timeslot_room(timeslot_id)
+        await self.sio.enter_room(sid, room)
+        connection.timeslots.add(timeslot_id)
+        return {"success": True, "data": {"room": room, "timeslotId": timeslot_id}}
+
+    async def _on_leave(self, sid: str, data: object = None) -> dict[str, Any]:
+        connection = self._connections.get(sid)
+        if connection is None:
+            return _refusal("not_connected", "The connection is closed")
+        try:
+            timeslot_id = parse_timeslot_id(data)
+        except BadRequestError as exc:
+            self.metrics.client_errors.labels(LEAVE_TIMESLOT, exc.reason).inc()
+            return _refusal(exc.reason, str(exc))
+        room = timeslot_room(timeslot_id)
+        await self.sio.leave_room(sid, room)
+        connection.timeslots.discard(timeslot_id)
+        return {"success": True, "data": {"room": room, "timeslotId": timeslot_id}}
+
+    # ------------------------------------------------------------ sweeping
+
+    async def sweep(self) -> int:
+        """Disconnect clients whose token expired or session was revoked; returns how many.
+
+        A client that wants to stay connected reconnects with a fresh token.
+        """
+        services = self._services()
+        now = services.clock()
+        doomed: dict[str, str] = {}
+        for sid, connection in list(self._connections.items()):
+            if connection.expires_at is not None and connection.expires_at <= now:
+                doomed[sid] = "token_expired"
+        live = [(sid, c) for sid, c in self._connections.items() if sid not in doomed]
+        sessions = {c.session_id for _, c in live if c.session_id is not None}
+        revoked = {sid for sid in sessions if await services.revocations.is_revoked(sid)}
+        for sid, connection in live:
+            if connection.session_id in revoked:
+                doomed[sid] = "session_revoked"
+        for sid, reason in doomed.items():
+            self.metrics.dropped.labels(reason).inc()
+            with contextlib.suppress(Exception):
+                await self.sio.disconnect(sid)
+        return len(doomed)
+
+    async def _sweep_forever(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("real-time sweep failed; retrying in %.0f s", every_s)
+
+
+def _token(environ: dict[str, Any], auth: object) -> str | None:
+    """The access token from the auth payload, else from the Authorization header."""
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        value = str(auth["token"]).strip()
+        # Apps written for the seed sometimes pass the header value itself.
+        if value[:7].lower() == "bearer ":
+            value = value[7:].strip()
+        return value or None
+    header = environ.get("HTTP_AUTHORIZATION")
+    if isinstance(header, str):
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return None
+
+
+def _refusal(reason: str, message: str) -> dict[str, Any]:
+    """A refused client request, in the REST error envelope (code VALIDATION_ERROR)."""
+    return failure_body(ErrorCode.VALIDATION_ERROR, message, {"reason": reason})
