@@ -67,3 +67,13 @@ FORWARDED_ALLOW_IPS: Final = "GRIDCLEAR_FORWARDED_ALLOW_IPS"
 
 ADMIN_PASSWORD: Final = "GRIDCLEAR_ADMIN_PASSWORD"  # noqa: S105 (a name, not a secret)
 """``admin create`` reads the new admin's password from here when set (automation)."""
+
+# ---------------------------------------------------------------- market scheduler
+# Read by ``gridclear-cloud scheduler``; docs/MARKET.md documents each one.
+
+MARKET_SPEED: Final = "GRIDCLEAR_MARKET_SPEED"
+"""Market time acceleration for demos and tests (1 = real time, the default)."""
+MARKET_EPOCH: Final = "GRIDCLEAR_MARKET_EPOCH"
+"""RFC 3339 time the accelerated market clock starts from (default: now)."""
+SCHEDULER_INTERVAL_S: Final = "GRIDCLEAR_SCHEDULER_INTERVAL_S"
+"""Wall-clock seconds between scheduler ticks (default 1)."""
