@@ -333,6 +333,41 @@ async def place_order(
     :class:`MeterNotAllowedError`, :class:`IdempotencyMismatchError`, or
     ``ValueError`` for quantity or price outside the market's bounds.
     """
+    problem = config.quantity_problem(quantity_wh) or config.price_problem(price)
+    if problem is not None:
+        raise ValueError(problem)
+    wanted = ["import", "both"] if side is Side.BUY else ["export", "both"]
+    values = {
+        "slot": timeslot_id,
+        "user": user_id,
+        "meter": meter_id,
+        "side": side.value,
+        "quantity": quantity_wh,
+        "price": price,
+        "key": idempotency_key,
+        "hash": request_hash if idempotency_key is not None else None,
+        "roles": wanted,
+    }
+    # The common case in one statement (one round trip): the slot is locked FOR
+    # SHARE and checked open, the meter checked, the order inserted. Anything else
+    # (a retry, a closed slot, a foreign meter) takes the slow path below, which
+    # says exactly why.
+    cur = await conn.execute(
+        "WITH s AS (SELECT id FROM timeslots WHERE id = %(slot)s AND state = 'open'"  # noqa: S608 (fixed names)
+        " AND %(price)s BETWEEN price_floor AND price_cap FOR SHARE),"
+        " m AS (SELECT 1 FROM meters WHERE id = %(meter)s AND owner_id = %(user)s"
+        " AND role = ANY(%(roles)s))"
+        " INSERT INTO orders (timeslot_id, user_id, meter_id, side, quantity_wh, price,"
+        " idempotency_key, request_hash)"
+        " SELECT s.id, %(user)s, %(meter)s, %(side)s, %(quantity)s, %(price)s, %(key)s, %(hash)s"
+        " FROM s WHERE EXISTS (SELECT 1 FROM m)"
+        " ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
+        f" DO NOTHING RETURNING {_ORDER_COLUMNS}",
+        values,
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        return _order(row), True
     async with conn.transaction():
         if idempotency_key is not None:
             found = await _existing_for_key(conn, user_id, idempotency_key, request_hash, side)
@@ -340,10 +375,9 @@ async def place_order(
                 return found, False
         slot = await _lock_open_slot(conn, timeslot_id)
         _check_terms(slot, config, quantity_wh, price)
-        wanted = ("import", "both") if side is Side.BUY else ("export", "both")
         cur = await conn.execute(
             "SELECT 1 FROM meters WHERE id = %s AND owner_id = %s AND role = ANY(%s)",
-            (meter_id, user_id, list(wanted)),
+            (meter_id, user_id, wanted),
         )
         if await cur.fetchone() is None:
             what = "import" if side is Side.BUY else "export"
@@ -355,19 +389,11 @@ async def place_order(
         cur = await conn.execute(
             "INSERT INTO orders (timeslot_id, user_id, meter_id, side, quantity_wh, price,"  # noqa: S608 (fixed names)
             " idempotency_key, request_hash)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " VALUES (%(slot)s, %(user)s, %(meter)s, %(side)s, %(quantity)s, %(price)s,"
+            " %(key)s, %(hash)s)"
             " ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
             f" DO NOTHING RETURNING {_ORDER_COLUMNS}",
-            (
-                timeslot_id,
-                user_id,
-                meter_id,
-                side.value,
-                quantity_wh,
-                price,
-                idempotency_key,
-                request_hash if idempotency_key is not None else None,
-            ),
+            values,
         )
         row = await cur.fetchone()
     if row is not None:
