@@ -159,11 +159,27 @@ class Bus:
             except ModbusReadError as exc:
                 if not request.answer.done():
                     request.answer.set_exception(exc)
+            except Exception as exc:
+                # Anything else (a serial port refusing its line settings raises
+                # termios.error, which is not an OSError) must fail this request, never
+                # the owner: a dead owner would leave every later request waiting forever.
+                _log.warning("%s: unexpected %r; reconnecting", self.settings.label, exc)
+                self._drop_client()
+                if not request.answer.done():
+                    request.answer.set_exception(
+                        ModbusReadError("connection", f"{self.settings.label}: {exc}")
+                    )
             else:
                 if not request.answer.done():
                     request.answer.set_result(registers)
             finally:
                 self._last_exchange_end = loop.time()
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
 
     def _new_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         s = self.settings
