@@ -5,9 +5,8 @@ worker → PostgreSQL. Readings land once each, and interval energy is 500 Wh pe
 
 Time acceleration: the gateway stamps readings with the wall clock while the simulator's
 registers run ``GRIDCLEAR_TEST_E2E_SPEED`` times faster, and the worker here computes
-intervals on 15-second slots. At speed 60 a slot is 15 simulated minutes and holds 500 Wh.
-The default suite runs at speed 1 (8.3 Wh per slot): the edge agent does not yet keep up
-with a simulator at speed 60 (it stalls after start-up; see the ingest report).
+intervals on 15-second slots. At speed 60 (the default) a slot is 15 simulated minutes
+and holds 500 Wh.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from gridclear.cloud.localservices import free_port
 from gridclear.metersim.process import MetersimProcess
 
 BIN = Path(sys.executable).parent
-SPEED = int(os.environ.get("GRIDCLEAR_TEST_E2E_SPEED", "1"))
+SPEED = int(os.environ.get("GRIDCLEAR_TEST_E2E_SPEED", "60"))
 SLOT_MS = 15_000
 EXPECTED_WH = 2000 * SLOT_MS * SPEED / 3_600_000
 """2000 W over one slot of simulated time: 500 Wh at speed 60 (15 simulated minutes)."""
