@@ -9,6 +9,7 @@ from pathlib import Path
 from gridclear.cloud import __version__
 from gridclear.cloud.ingest._cli import add_ingest_commands
 from gridclear.cloud.market._cli import add_market_commands
+from gridclear.cloud.market._participants_cli import add_participants_command
 from gridclear.cloud.market._scheduler_cli import add_scheduler_command
 
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_api_commands(commands)
     add_market_commands(commands)
     add_scheduler_command(commands)
+    add_participants_command(commands)
     add_ingest_commands(commands)
     return parser
 

@@ -27,7 +27,12 @@ from typing import NoReturn
 import psycopg
 
 from gridclear.cloud import env
-from gridclear.cloud._demo_plan import edge_config_toml, gateways_from_site, summarize
+from gridclear.cloud._demo_plan import (
+    DemoGateway,
+    edge_config_toml,
+    gateways_from_site,
+    summarize,
+)
 from gridclear.cloud.localservices import (
     LocalServices,
     ServiceStartError,
@@ -301,18 +306,86 @@ def _start_system(
     login_file = run_dir / "login.json"
     login_file.write_text(json.dumps({"email": DEMO_ADMIN_EMAIL, "password": admin_password}))
     login_file.chmod(0o600)
+    market_lines = _start_market(
+        supervisor,
+        run_dir=run_dir,
+        child_env=child_env,
+        api_url=api_url,
+        gateways=gateways,
+        ready=ready,
+    )
     return [
         f"  meters     {sum(len(g.meters) for g in gateways)} simulated meters, {bus},"
         f" time x{ready['speed']:g}",
         *(f"  gateway    {line}" for line in summarize(gateways)),
         f"  ingest     1 worker, shared subscription on {urls['mosquitto']}",
         f"  api        {api_url}   (OpenAPI: {api_url}/docs)",
+        *market_lines,
         "",
         "Watch readings arrive through the API (the login is in the run folder):",
         f"  curl -s -X POST {api_url}/api/auth/login -H 'content-type: application/json'"
         f" -d @{login_file}",
         f'  curl -s -H "Authorization: Bearer <accessToken>" {api_url}/api/meters',
         f"Logs of every process: {run_dir}",
+    ]
+
+
+def _start_market(
+    supervisor: Supervisor,
+    *,
+    run_dir: Path,
+    child_env: Mapping[str, str],
+    api_url: str,
+    gateways: Sequence[DemoGateway],
+    ready: Mapping[str, object],
+) -> list[str]:
+    """The scheduler, as fast as the simulated street, and a trader per household."""
+    from gridclear.cloud.market.participants import ApiClient, ApiRequestError
+
+    speed = float(str(ready.get("speed", 60)))
+    # An hour of slots open ahead (a minute of wall time at x60) keeps the book tidy;
+    # set before the scheduler creates the first slots.
+    operator = ApiClient(api_url)
+    password = json.loads((run_dir / "login.json").read_text())["password"]
+    try:
+        operator.login(DEMO_ADMIN_EMAIL, password)
+        operator.call("PUT", "/api/market/config", {"openAheadS": 3600})
+    except (ApiRequestError, OSError) as error:
+        raise DemoStepError(f"configuring the market failed: {error}") from error
+    supervisor.start(
+        "scheduler", [_tool("gridclear-cloud"), "scheduler", "--speed", f"{speed:g}"], env=child_env
+    )
+    households = [
+        {
+            "name": g.household,
+            "deviceId": g.device_id,
+            "meters": [{"name": m.name, "role": m.role, "model": m.model} for m in g.meters],
+            "email": f"{g.household}@demo.gridclear.invalid",
+            "password": secrets.token_urlsafe(18),
+        }
+        for g in gateways
+    ]
+    households_file = run_dir / "households.json"
+    households_file.write_text(json.dumps(households, indent=2))
+    households_file.chmod(0o600)
+    supervisor.start(
+        "participants",
+        [
+            _tool("gridclear-cloud"),
+            "participants",
+            "--api",
+            api_url,
+            "--operator-login",
+            str(run_dir / "login.json"),
+            "--households",
+            str(households_file),
+        ],
+        env=child_env,
+    )
+    return [
+        f"  scheduler  market time x{speed:g}: a 15-minute slot every {900 / speed:g} s",
+        f"  traders    {len(households)} households bid or offer from their grid meters"
+        f" (log: {run_dir / 'participants.log'})",
     ]
 
 

@@ -70,9 +70,9 @@ class Scheduler:
                     report = await self.tick_once(conn)
                     if report.created or report.moves:
                         log.info(
-                            "scheduler tick: %d slots created, moves %s",
+                            "scheduler tick: %d slots created; %s",
                             report.created,
-                            report.moves,
+                            ", ".join(f"slot {i} {s.value}" for i, s in report.moves) or "no moves",
                         )
                 await _wait(stop, self.interval_s)
 
