@@ -311,3 +311,26 @@ async def test_the_stored_result_is_the_engines_result_for_the_slots_book(
     trades = await store.list_trades(conn, timeslot_id=slot_id, limit=10_000)
     assert [t["quantity_wh"] for t in trades] == expected.trade_quantity_wh.tolist()
     assert sum(t["amount"] for t in trades) == expected.total_amount
+
+
+async def test_a_slot_that_cannot_clear_stays_closed_and_holds_up_no_other(
+    conn: AsyncConnection[DictRow], migrated_db: str
+) -> None:
+    t0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+    await tick(conn, t0)
+    first, second = [i for i, s in (await _states(conn)).items() if s == "open"][:2]
+    assert await _try_pair(conn, migrated_db, first)
+    assert await _try_pair(conn, migrated_db, second)
+    # A row the API would never have accepted: a price above the slot's cap.
+    await conn.execute(
+        "UPDATE orders SET price = 10 * (SELECT price_cap FROM timeslots WHERE id = %s)"
+        " WHERE timeslot_id = %s AND side = 'buy'",
+        (first, first),
+    )
+    report = await tick(conn, t0 + timedelta(minutes=3))
+    states = await _states(conn)
+    assert report.failed == [first]
+    assert states[first] == "closed"
+    assert states[second] == "cleared"
+    cur = await conn.execute("SELECT count(*) AS n FROM trades WHERE timeslot_id = %s", (first,))
+    assert (await cur.fetchone()) == {"n": 0}

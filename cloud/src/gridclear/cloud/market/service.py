@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+import psycopg
 
 from gridclear.cloud.market.clearing import OrderBook, clear
 from gridclear.cloud.market.config import MarketConfig, load_config
@@ -65,6 +66,8 @@ class TickReport:
     created: int = 0
     moves: list[tuple[int, SlotState]] = field(default_factory=list)
     """(slot id, state reached), in the order they happened."""
+    failed: list[int] = field(default_factory=list)
+    """Slots that could not move (logged with the reason); retried next tick."""
 
 
 async def clear_slot(conn: Conn, slot_id: int) -> tuple[Timeslot, list[Fill]] | None:
@@ -203,28 +206,42 @@ async def tick(
     starts = starts_to_create(now, config)
     report.created = await create_slots(conn, [slot_times(s, config) for s in starts], config)
     for slot in await slots_needing_action(conn, now):
-        current: Timeslot | None = slot
-        while current is not None:
-            target = next_state(current.state, current.times, now)
-            if target is None:
-                break
-            if target is SlotState.CLEARED:
-                outcome = await clear_slot(conn, current.id)
-                if outcome is None:
-                    break
-                current, fills = outcome
-                log.info(
-                    "timeslot %s cleared: price %s, volume %s Wh",
-                    current.id,
-                    current.price,
-                    current.volume_wh,
-                )
-                await _announce(events, current)
-                await _notify_fills(events, current, fills)
-            else:
-                current = await move_slot(conn, current.id, current.state, target)
-                if current is None:
-                    break
-                await _announce(events, current)
-            report.moves.append((current.id, current.state))
+        try:
+            await _advance(conn, slot, now, events, report)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise  # the connection is gone: the caller reconnects
+        except Exception:
+            # One slot that cannot move (a bug, a bad row) must not hold up the others;
+            # it stays where it was, is retried on the next tick, and is reported.
+            log.exception("timeslot %s could not move on from %s", slot.id, slot.state.value)
+            report.failed.append(slot.id)
     return report
+
+
+async def _advance(
+    conn: Conn, slot: Timeslot, now: datetime, events: EventSink | None, report: TickReport
+) -> None:
+    current: Timeslot | None = slot
+    while current is not None:
+        target = next_state(current.state, current.times, now)
+        if target is None:
+            break
+        if target is SlotState.CLEARED:
+            outcome = await clear_slot(conn, current.id)
+            if outcome is None:
+                break
+            current, fills = outcome
+            log.info(
+                "timeslot %s cleared: price %s, volume %s Wh",
+                current.id,
+                current.price,
+                current.volume_wh,
+            )
+            await _announce(events, current)
+            await _notify_fills(events, current, fills)
+        else:
+            current = await move_slot(conn, current.id, current.state, target)
+            if current is None:
+                break
+            await _announce(events, current)
+        report.moves.append((current.id, current.state))
