@@ -1,4 +1,4 @@
-"""Orders: POST /api/bids over HTTP under wrk, orders/s and p50/p99 latency.
+"""Orders: POST /api/bids over HTTP under wrk (orders/s, p50/p99); clearing a slot in the service.
 
 Each request is a complete order placement as an app makes it: bearer token
 (JWT verify, Redis revocation check and rate-limit hits, one account query), the
@@ -10,15 +10,21 @@ Figures, with 1 and 2 uvicorn workers, beside a bare FastAPI POST served the sam
 way. wrk (2 threads, 32 connections) runs on the same 2-core machine as the server
 and PostgreSQL, so absolute numbers are low; the ratio to the bare endpoint is
 the figure to read. The count of orders stored is checked against wrk's count.
+
+Then the service's clearing of one slot holding 10,000 and 100,000 orders: read
+the book from PostgreSQL, run the engine, write every fill, the trades and the
+slot's result in one transaction (what the scheduler does at gate closure).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,9 +32,11 @@ from pathlib import Path
 import httpx
 import psycopg
 from fastapi import FastAPI
+from psycopg.rows import dict_row
 
 from bench.bench_api import _database, _server
 from bench.harness import BenchContext, Figure
+from gridclear.cloud.market.service import clear_slot
 from gridclear.cloud.settings import generate_signing_key_pem
 from gridclear.cloud.storage.migrations import migrate
 
@@ -127,6 +135,58 @@ def _count(database_url: str) -> int:
     return int(row[0])
 
 
+def _closed_slot_with_orders(database_url: str, n: int) -> int:
+    """A closed slot holding ``n`` orders (half bids, half offers) of two traders."""
+    start = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(minutes=15 * n)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        users = [
+            conn.execute("INSERT INTO users DEFAULT VALUES RETURNING id").fetchone()
+            for _ in range(2)
+        ]
+        device = conn.execute(
+            "INSERT INTO devices (device_id) VALUES ('bench-clear-' || gen_random_uuid())"
+            " RETURNING id"
+        ).fetchone()
+        assert device is not None
+        meter = conn.execute(
+            "INSERT INTO meters (device_pk, name, owner_id, role) VALUES (%s, 'm', %s, 'both')"
+            " RETURNING id",
+            (device[0], users[0][0] if users[0] else None),
+        ).fetchone()
+        slot = conn.execute(
+            "INSERT INTO timeslots (starts_at, ends_at, opens_at, closes_at, settles_at, state,"
+            " price_floor, price_cap) VALUES (%s, %s, %s, %s, %s, 'closed', 0, 1000000)"
+            " RETURNING id",
+            (start, start + timedelta(minutes=15), start, start, start + timedelta(hours=1)),
+        ).fetchone()
+        assert meter is not None
+        assert slot is not None
+        with conn.cursor().copy(
+            "COPY orders (timeslot_id, user_id, meter_id, side, quantity_wh, price) FROM STDIN"
+        ) as copy:
+            for i in range(n):
+                buy = i % 2 == 0
+                user = users[0 if buy else 1]
+                assert user is not None
+                # Prices overlap so about half of each side trades, with ties at levels.
+                price = 100_000 + (i * 7919) % 100_000 if buy else 50_000 + (i * 104729) % 100_000
+                copy.write_row(
+                    (slot[0], user[0], meter[0], "buy" if buy else "sell", 100 + i % 900, price)
+                )
+    return int(slot[0])
+
+
+async def _time_clearing(database_url: str, slot_id: int) -> tuple[float, int]:
+    async with await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, row_factory=dict_row
+    ) as conn:
+        started = time.perf_counter()
+        outcome = await clear_slot(conn, slot_id)
+        elapsed = time.perf_counter() - started
+    assert outcome is not None
+    return elapsed, int(outcome[0].volume_wh or 0)
+
+
 def run(ctx: BenchContext) -> list[Figure]:
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: apt-get install wrk")
@@ -208,4 +268,15 @@ def run(ctx: BenchContext) -> list[Figure]:
                 Figure(f"bare p50, {label}", bare_p50, "ms", ""),
                 Figure(f"bare p99, {label}", bare_p99, "ms", ""),
             ]
+        for n in (10_000, 100_000):
+            slot_id = _closed_slot_with_orders(database_url, n)
+            elapsed, volume = asyncio.run(_time_clearing(database_url, slot_id))
+            figures.append(
+                Figure(
+                    f"clear a slot of {n:,} orders in the service",
+                    elapsed * 1000,
+                    "ms",
+                    f"read, engine, write fills/trades/result in one transaction; {volume:,} Wh",
+                )
+            )
     return figures
