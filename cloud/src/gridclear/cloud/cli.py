@@ -12,6 +12,8 @@ from gridclear.cloud.market._cli import add_market_commands
 from gridclear.cloud.market._participants_cli import add_participants_command
 from gridclear.cloud.market._scheduler_cli import add_scheduler_command
 
+__all__ = ["build_parser", "main"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

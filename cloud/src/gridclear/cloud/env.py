@@ -6,6 +6,41 @@ at start-up, and passed in.
 
 from typing import Final
 
+__all__ = [
+    "ACCESS_TOKEN_TTL_S",
+    "ADMIN_PASSWORD",
+    "BROKER_CONFIG",
+    "CORS_ORIGINS",
+    "DATABASE_URL",
+    "DB_POOL_MAX",
+    "DB_POOL_MIN",
+    "ENV",
+    "FORWARDED_ALLOW_IPS",
+    "JWT_AUDIENCE",
+    "JWT_ISSUER",
+    "JWT_PRIVATE_KEY",
+    "JWT_PRIVATE_KEY_FILE",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+    "MARKET_EPOCH",
+    "MARKET_SPEED",
+    "MAX_BODY_BYTES",
+    "MQTT_URL",
+    "NONCE_TTL_S",
+    "RATE_LIMITS",
+    "RATE_LIMITS_ENABLED",
+    "REDIS_KEY_PREFIX",
+    "REDIS_URL",
+    "REFRESH_TOKEN_TTL_S",
+    "RUN_DIR",
+    "SCHEDULER_INTERVAL_S",
+    "SIWS_CHAIN_ID",
+    "SIWS_DOMAIN",
+    "SIWS_STATEMENT",
+    "SIWS_URI",
+    "TEST_TIMESCALE_URL",
+]
+
 DATABASE_URL: Final = "GRIDCLEAR_DATABASE_URL"
 """PostgreSQL URL of an existing server; when unset, a throwaway server is started."""
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from gridclear.edge import __version__
 from gridclear.edge.enrol import add_enrol_command
 
+__all__ = ["build_parser", "main"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -13,6 +13,8 @@ from typing import Any
 from gridclear.metersim import __version__
 from gridclear.metersim.errors import ConfigError
 
+__all__ = ["build_parser", "main"]
+
 _EXAMPLES = """\
 examples:
   gridclear-metersim serve --port 5020 --meter 1:sdm630:household --meter 2:sdm120:pv:4000
