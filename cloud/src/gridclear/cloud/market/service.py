@@ -18,9 +18,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import psycopg
+from numpy.typing import NDArray
 
 from gridclear.cloud.market.clearing import OrderBook, clear
 from gridclear.cloud.market.config import MarketConfig, load_config
@@ -70,8 +72,23 @@ class TickReport:
     """Slots that could not move (logged with the reason); retried next tick."""
 
 
+def _array(values: NDArray[Any]) -> str:
+    """A PostgreSQL array literal of integers or plain words.
+
+    psycopg adapts a Python list element by element, which for the 100,000 fills of
+    a big slot costs more than the clearing itself; joining the numbers as text is
+    some ten times cheaper, and the values (integers, fixed status words) need no
+    quoting.
+    """
+    return "{" + ",".join(map(str, values.tolist())) + "}"
+
+
 async def clear_slot(conn: Conn, slot_id: int) -> tuple[Timeslot, list[Fill]] | None:
-    """Clear the closed slot ``slot_id``; None when it is not (or no longer) closed."""
+    """Clear the closed slot ``slot_id``; None when it is not (or no longer) closed.
+
+    Returns the cleared slot and the orders that got a fill (for their owners'
+    notifications).
+    """
     async with conn.transaction():
         cur = await conn.execute(
             "SELECT price_floor, price_cap FROM timeslots WHERE id = %s AND state = 'closed'"
@@ -112,7 +129,7 @@ async def clear_slot(conn: Conn, slot_id: int) -> tuple[Timeslot, list[Fill]] | 
                 " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[])"
                 " AS u(id, f, a, s)"
                 " WHERE o.id = u.id",
-                (ids.tolist(), filled.tolist(), result.amount.tolist(), status.tolist()),
+                (_array(ids), _array(filled), _array(result.amount), _array(status)),
             )
         if result.trade_quantity_wh.size:
             user_ids = np.fromiter((r["user_id"] for r in rows), dtype=np.int64, count=len(rows))
@@ -125,12 +142,12 @@ async def clear_slot(conn: Conn, slot_id: int) -> tuple[Timeslot, list[Fill]] | 
                 (
                     slot_id,
                     result.price,
-                    ids[result.trade_buy].tolist(),
-                    ids[result.trade_sell].tolist(),
-                    user_ids[result.trade_buy].tolist(),
-                    user_ids[result.trade_sell].tolist(),
-                    result.trade_quantity_wh.tolist(),
-                    result.trade_amount.tolist(),
+                    _array(ids[result.trade_buy]),
+                    _array(ids[result.trade_sell]),
+                    _array(user_ids[result.trade_buy]),
+                    _array(user_ids[result.trade_sell]),
+                    _array(result.trade_quantity_wh),
+                    _array(result.trade_amount),
                 ),
             )
         cur = await conn.execute(
@@ -151,15 +168,15 @@ async def clear_slot(conn: Conn, slot_id: int) -> tuple[Timeslot, list[Fill]] | 
         assert row is not None  # the row is locked and was closed
     fills = [
         Fill(
-            order_id=r["id"],
-            user_id=r["user_id"],
-            side=r["side"],
-            quantity_wh=r["quantity_wh"],
+            order_id=rows[i]["id"],
+            user_id=rows[i]["user_id"],
+            side=rows[i]["side"],
+            quantity_wh=rows[i]["quantity_wh"],
             filled_wh=int(filled[i]),
             amount=int(result.amount[i]),
             status=str(status[i]),
         )
-        for i, r in enumerate(rows)
+        for i in np.flatnonzero(filled).tolist()
     ]
     return slot_from_row(row), fills
 
@@ -172,8 +189,6 @@ async def _announce(events: EventSink | None, slot: Timeslot) -> None:
 
 async def _notify_fills(events: EventSink | None, slot: Timeslot, fills: list[Fill]) -> None:
     for fill in fills:
-        if fill.filled_wh == 0:
-            continue
         await safe_emit(
             events,
             "user_notification",
