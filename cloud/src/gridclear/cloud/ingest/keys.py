@@ -55,6 +55,11 @@ class KeyCache:
     def keys(self) -> Mapping[str, KeyRecord]:
         return self._keys
 
+    @property
+    def version(self) -> int | None:
+        """The key version the keys are as of; None before the first refresh."""
+        return self._version
+
     def refresh(self, conn: psycopg.Connection[Any]) -> Mapping[str, KeyRecord]:
         """Reload if a key changed since the last call; raises what psycopg raises."""
         row = conn.execute("SELECT version FROM device_key_version").fetchone()

@@ -11,7 +11,11 @@ skips what it had already committed.
 
 Threads: paho's network loop receives into a queue (it never waits on the
 database, so keep-alives continue during an outage); the worker's own thread
-takes batches from the queue, verifies, writes, commits, then acknowledges.
+takes batches from the queue and verifies them; a writer thread writes, commits,
+then acknowledges them. The two are joined by a queue of one batch, so batch N+1
+is verified while batch N is in the database (Ed25519 and the database round
+trips release the GIL), and batches are written and acknowledged strictly in the
+order they were received, each only after its commit.
 
 Backpressure comes for free from the protocol: the broker sends at most
 ``receive_maximum`` unacknowledged messages to a client (MQTT 5 Receive Maximum),
@@ -37,7 +41,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -51,8 +55,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gridclear.cloud.ingest.keys import KeyCache
 from gridclear.cloud.ingest.metrics import IngestMetrics
-from gridclear.cloud.ingest.verify import classify
-from gridclear.cloud.ingest.writer import BatchWriter, WriteResult
+from gridclear.cloud.ingest.verify import KeyRecord, classify
+from gridclear.cloud.ingest.writer import BatchWriter, Item, WriteResult
 from gridclear.cloud.intervals.compute import DEFAULT_MAX_GAP_MS
 from gridclear.cloud.intervals.maintain import refresh_intervals
 from gridclear.shared.intervals import DEFAULT_SLOT_MS
@@ -104,6 +108,39 @@ class _Incoming:
     received_ms: int
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A batch and what each of its messages is, judged with keys of ``key_version``."""
+
+    batch: list[_Incoming]
+    items: list[Item]
+    key_version: int | None
+    started: float
+    """perf_counter when its verification began, for the batch latency metric."""
+
+
+_END = object()
+"""Tells the writer thread that no batch follows."""
+
+
+class _Connection:
+    """A lazily (re)opened autocommit connection, for one thread."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -131,8 +168,14 @@ class IngestWorker:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._keys = KeyCache()
+        """Read by the verifying thread."""
+        self._write_keys = KeyCache()
+        """Read by the writer thread, when it judges a batch again after an outage."""
+        self._verify_db = _Connection(config.database_url)
+        self._write_db = _Connection(config.database_url)
         self._writer = BatchWriter(config.database_url)
-        self._aux: psycopg.Connection[Any] | None = None
+        self._pipe: queue.Queue[_Verified | object] = queue.Queue(maxsize=1)
+        self._writer_failure: BaseException | None = None
         self._client = self._make_client()
 
     # ------------------------------------------------------------ MQTT side
@@ -247,18 +290,6 @@ class IngestWorker:
 
     # ------------------------------------------------------------ database side
 
-    def _aux_conn(self) -> psycopg.Connection[Any]:
-        if self._aux is None or self._aux.closed:
-            self._aux = psycopg.connect(
-                self.config.database_url, autocommit=True, connect_timeout=5
-            )
-        return self._aux
-
-    def _close_aux(self) -> None:
-        if self._aux is not None:
-            self._aux.close()
-            self._aux = None
-
     def _next_batch(self, timeout_s: float) -> list[_Incoming]:
         try:
             first = self._queue.get(timeout=timeout_s)
@@ -281,33 +312,64 @@ class IngestWorker:
                 break
         return batch
 
-    def _store(self, batch: list[_Incoming], stop: threading.Event) -> WriteResult | None:
-        """Classify and write ``batch``, retrying while the database is unreachable.
+    def _pause(self, stop: threading.Event, delay: float, error: Exception) -> float | None:
+        """Wait out a database outage; the next delay, or None when ``stop`` was set."""
+        self.metrics.database_up.set(0)
+        log.warning("ingest: database unavailable (%s); retrying in %.1f s", error, delay)
+        if stop.wait(delay):
+            return None
+        return min(delay * 2, self.config.retry_max_s) * random.uniform(0.8, 1.0)  # noqa: S311
 
-        None when ``stop`` was set before the batch could be committed.
+    def _classify(self, batch: list[_Incoming], keys: Mapping[str, KeyRecord]) -> list[Item]:
+        prefix = self.config.topic_prefix
+        return [
+            classify(m.topic, m.payload, keys=keys, received_ms=m.received_ms, topic_prefix=prefix)
+            for m in batch
+        ]
+
+    def _verify(self, batch: list[_Incoming], stop: threading.Event) -> _Verified | None:
+        """Classify ``batch`` with the keys as they are now (read from the database).
+
+        Retries while the database is unreachable; None when ``stop`` was set first.
         """
         delay = 0.2
         while True:
+            started = time.perf_counter()
             try:
-                keys = self._keys.refresh(self._aux_conn())
-                items = [
-                    classify(
-                        m.topic,
-                        m.payload,
-                        keys=keys,
-                        received_ms=m.received_ms,
-                        topic_prefix=self.config.topic_prefix,
-                    )
-                    for m in batch
-                ]
+                keys = self._keys.refresh(self._verify_db.connection())
+            except psycopg.OperationalError as error:
+                self._verify_db.close()
+                pause = self._pause(stop, delay, error)
+                if pause is None:
+                    return None
+                delay = pause
+                continue
+            return _Verified(batch, self._classify(batch, keys), self._keys.version, started)
+
+    def _store(self, verified: _Verified, stop: threading.Event) -> WriteResult | None:
+        """Write a verified batch, retrying while the database is unreachable.
+
+        After a failed attempt the batch is judged again with the keys as they are
+        then, as before the pipeline: a key revoked during an outage applies to the
+        batches written after it. None when ``stop`` was set before a commit.
+        """
+        items = verified.items
+        version = verified.key_version
+        delay = 0.2
+        while True:
+            try:
+                if version is None:
+                    keys = self._write_keys.refresh(self._write_db.connection())
+                    items = self._classify(verified.batch, keys)
+                    version = self._write_keys.version
                 result = self._writer.write(items)
             except psycopg.OperationalError as error:
-                self._close_aux()
-                self.metrics.database_up.set(0)
-                log.warning("ingest: database unavailable (%s); retrying in %.1f s", error, delay)
-                if stop.wait(delay):
+                self._write_db.close()
+                version = None
+                pause = self._pause(stop, delay, error)
+                if pause is None:
                     return None
-                delay = min(delay * 2, self.config.retry_max_s) * random.uniform(0.8, 1.0)  # noqa: S311
+                delay = pause
                 continue
             self.metrics.database_up.set(1)
             return result
@@ -343,7 +405,7 @@ class IngestWorker:
         try:
             while True:
                 done = refresh_intervals(
-                    self._aux_conn(),
+                    self._write_db.connection(),
                     slot_ms=self.config.slot_ms,
                     max_gap_ms=self.config.max_gap_ms,
                 )
@@ -351,36 +413,84 @@ class IngestWorker:
                 if done.meters == 0:
                     return
         except psycopg.OperationalError as error:
-            self._close_aux()
+            self._write_db.close()
             log.warning("ingest: interval energy not refreshed: %s", error)
 
     # ------------------------------------------------------------ main loop
 
-    def run(self, stop: threading.Event) -> None:
-        """Connect, then take, store and acknowledge batches until ``stop`` is set."""
-        self._connect()
+    def _write_loop(self, stop: threading.Event) -> None:
+        """The writer thread: store, commit and acknowledge verified batches in order.
+
+        Returns on the end marker, or when ``stop`` is set while the database is
+        unreachable (what is left is not acknowledged, so the broker redelivers it).
+        """
         next_refresh = time.monotonic() + self.config.interval_refresh_s
+        while True:
+            try:
+                verified = self._pipe.get(timeout=0.2)
+            except queue.Empty:
+                verified = None
+            if verified is _END:
+                return
+            if isinstance(verified, _Verified):
+                result = self._store(verified, stop)
+                if result is None:
+                    return
+                self._acknowledge(verified.batch)
+                self.metrics.batch_seconds.observe(time.perf_counter() - verified.started)
+                self._count(result, verified.batch)
+                if self._on_batch is not None:
+                    self._on_batch(result)
+            if self.config.interval_refresh_s > 0 and time.monotonic() >= next_refresh:
+                self._refresh_intervals()
+                next_refresh = time.monotonic() + self.config.interval_refresh_s
+
+    def _run_writer(self, stop: threading.Event) -> None:
         try:
-            while not stop.is_set():
+            self._write_loop(stop)
+        except BaseException as error:
+            # Handed to run(), which raises it in the caller's thread once this one ended.
+            self._writer_failure = error
+        finally:
+            self._writer.close()
+            self._write_db.close()
+
+    def _hand_over(self, item: _Verified | object, writer: threading.Thread) -> bool:
+        """Queue ``item`` for the writer; False if the writer is gone (stopped or failed)."""
+        while writer.is_alive():
+            try:
+                self._pipe.put(item, timeout=0.2)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def run(self, stop: threading.Event) -> None:
+        """Connect, then take, verify, store and acknowledge batches until ``stop`` is set.
+
+        Raises what the writer thread raised, if it failed.
+        """
+        self._connect()
+        writer = threading.Thread(
+            target=self._run_writer, args=(stop,), name="ingest-writer", daemon=True
+        )
+        writer.start()
+        try:
+            while not stop.is_set() and writer.is_alive():
                 batch = self._next_batch(timeout_s=0.2)
-                if batch:
-                    started = time.perf_counter()
-                    result = self._store(batch, stop)
-                    if result is None:
-                        break
-                    self._acknowledge(batch)
-                    self.metrics.batch_seconds.observe(time.perf_counter() - started)
-                    self._count(result, batch)
-                    if self._on_batch is not None:
-                        self._on_batch(result)
-                if self.config.interval_refresh_s > 0 and time.monotonic() >= next_refresh:
-                    self._refresh_intervals()
-                    next_refresh = time.monotonic() + self.config.interval_refresh_s
+                if not batch:
+                    continue
+                verified = self._verify(batch, stop)
+                if verified is None or not self._hand_over(verified, writer):
+                    break
+            self._hand_over(_END, writer)
+            writer.join()
         finally:
             self._client.disconnect()
             self._client.loop_stop()
-            self._writer.close()
-            self._close_aux()
+            self._verify_db.close()
+        if self._writer_failure is not None:
+            raise self._writer_failure
 
     def wait_connected(self, timeout_s: float) -> bool:
         """True once connected and the broker has confirmed the subscriptions."""
