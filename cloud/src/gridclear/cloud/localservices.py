@@ -33,6 +33,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -44,6 +45,7 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 __all__ = [
+    "BrokerTls",
     "LocalService",
     "LocalServices",
     "MosquittoServer",
@@ -393,22 +395,55 @@ class RedisServer(LocalService):
             return False
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """PEM files for a broker's TLS listener: the CA that signed it, its cert and key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
 class MosquittoServer(LocalService):
-    """Mosquitto on 127.0.0.1, anonymous, with production's queueing policy included."""
+    """Mosquitto on 127.0.0.1 with production's queueing policy included.
+
+    Anonymous over plain TCP by default; with ``tls`` the listener speaks TLS only, and
+    with ``password_file`` (made by ``mosquitto_passwd``) clients must authenticate,
+    as production's gateways do.
+    """
 
     name = "mosquitto"
     package = "mosquitto"
     unprivileged_user = "mosquitto"
 
-    def __init__(self, *, run_dir: Path, policy_dir: Path | None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        policy_dir: Path | None,
+        port: int | None = None,
+        tls: BrokerTls | None = None,
+        password_file: Path | None = None,
+    ) -> None:
         super().__init__(run_dir=run_dir, port=port)
         self._binary = _find_binary("mosquitto", ["/usr/sbin/mosquitto"], self.package)
         self.policy_dir = policy_dir
+        self.tls = tls
+        self.password_file = password_file
         self.config_path = self.dir / "mosquitto.conf"
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _private_copy(self, source: Path, name: str) -> Path:
+        # The server's user reads it; nobody else needs to.
+        target = self.dir / name
+        shutil.copyfile(source, target)
+        target.chmod(0o600)
+        self._chown(target)
+        return target
 
     def _prepare(self) -> None:
         conf_d = self.dir / "conf.d"
@@ -418,10 +453,24 @@ class MosquittoServer(LocalService):
         if self.policy_dir is not None:
             for policy in sorted(self.policy_dir.glob("*.conf")):
                 shutil.copyfile(policy, conf_d / policy.name)
+        listener = [f"listener {self.port} 127.0.0.1"]
+        if self.tls is not None:
+            listener += [
+                f"cafile {self._private_copy(self.tls.ca_file, 'ca.crt')}",
+                f"certfile {self._private_copy(self.tls.cert_file, 'server.crt')}",
+                f"keyfile {self._private_copy(self.tls.key_file, 'server.key')}",
+            ]
+        if self.password_file is not None:
+            listener += [
+                "allow_anonymous false",
+                f"password_file {self._private_copy(self.password_file, 'passwd')}",
+            ]
+        else:
+            listener.append("allow_anonymous true")
         self.config_path.write_text(
             "# Generated for a throwaway local broker; the policy comes from conf.d.\n"
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            + "\n".join(listener)
+            + "\n"
             "persistence true\n"
             f"persistence_location {self.dir}/\n"
             "log_dest stderr\n"
@@ -439,13 +488,23 @@ class MosquittoServer(LocalService):
         payload = len(client_id).to_bytes(2, "big") + client_id
         connect = bytes([0x10, len(variable) + len(payload)]) + variable + payload
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            with contextlib.ExitStack() as stack:
+                sock = stack.enter_context(
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1)
+                )
+                if self.tls is not None:
+                    context = ssl.create_default_context(cafile=self.tls.ca_file)
+                    sock = stack.enter_context(
+                        context.wrap_socket(sock, server_hostname="127.0.0.1")
+                    )
                 sock.sendall(connect)
                 connack = sock.recv(4)
                 sock.sendall(b"\xe0\x00")  # DISCONNECT
-                return connack == b"\x20\x02\x00\x00"
         except OSError:
             return False
+        # With a password file an anonymous CONNECT is refused: an answer is still ready.
+        accepted = connack == b"\x20\x02\x00\x00"
+        return accepted or (self.password_file is not None and connack[:2] == b"\x20\x02")
 
 
 @dataclass
