@@ -183,6 +183,19 @@ async def test_meter_roles_ownership_and_bounds_are_checked(api: Api) -> None:
     assert (no_slot.status_code, error_code(no_slot)) == (404, "NOT_FOUND")
     assert api.count("SELECT count(*) FROM orders WHERE timeslot_id = %s", slot) == 0
 
+    exposed = (await api.client.get("/metrics")).text
+    counted = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in exposed.splitlines()
+        if line.startswith("gridclear_market_order_refusals_total{")
+    }
+    assert counted == {
+        'gridclear_market_order_refusals_total{reason="meter_not_allowed",side="sell"}': 1.0,
+        'gridclear_market_order_refusals_total{reason="meter_not_allowed",side="buy"}': 2.0,
+        'gridclear_market_order_refusals_total{reason="out_of_bounds",side="buy"}': 2.0,
+        'gridclear_market_order_refusals_total{reason="slot_not_found",side="buy"}': 1.0,
+    }
+
 
 async def test_other_peoples_orders_are_hidden_or_anonymous(api: Api) -> None:
     alice = await trader(api, "import")

@@ -16,6 +16,7 @@ from gridclear.cloud.identity.roles import Role
 from gridclear.cloud.market import store
 from gridclear.cloud.market.config import MarketConfig, load_config
 from gridclear.cloud.market.events import EventSink
+from gridclear.cloud.market.metrics import MarketMetrics
 
 __all__ = [
     "AUTH_ERRORS",
@@ -27,6 +28,7 @@ __all__ = [
     "is_operator",
     "market_config",
     "market_error",
+    "market_metrics",
 ]
 
 MAX_ID = 2**63 - 1
@@ -110,6 +112,15 @@ async def market_config(request: Request, services: Services) -> MarketConfig:
         config, _ = await load_config(conn)
     request.app.state.market_config = (now, config)
     return config
+
+
+def market_metrics(request: Request, services: Services) -> MarketMetrics:
+    """The app's market metrics, registered in the API's registry on first use."""
+    metrics: MarketMetrics | None = getattr(request.app.state, "market_metrics", None)
+    if metrics is None:
+        metrics = MarketMetrics(services.metrics.registry)
+        request.app.state.market_metrics = metrics
+    return metrics
 
 
 def forget_config(request: Request) -> None:

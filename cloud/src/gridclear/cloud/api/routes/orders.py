@@ -39,7 +39,9 @@ from gridclear.cloud.api.routes._market import (
     is_operator,
     market_config,
     market_error,
+    market_metrics,
 )
+from gridclear.cloud.api.services import Services
 from gridclear.cloud.identity.roles import Scope
 from gridclear.cloud.market import store
 from gridclear.cloud.market.clearing import MAX_PRICE, MAX_QUANTITY_WH, Side
@@ -111,6 +113,17 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
     noun, plural = ("bid", "bids") if side is Side.BUY else ("supply", "supplies")
     router = APIRouter(tags=[plural])
 
+    def _refused(
+        request: Request, services: Services, exc: store.MarketError | ValueError
+    ) -> ApiError:
+        """The error for a refusal, counted by its stable reason."""
+        if isinstance(exc, store.MarketError):
+            error, reason = market_error(exc), exc.reason
+        else:
+            error, reason = _terms_error(exc), "out_of_bounds"
+        market_metrics(request, services).refusals.labels(side.value, reason).inc()
+        return error
+
     async def place(  # noqa: PLR0917 -- FastAPI passes the body and dependencies by name
         body: OrderIn,
         principal: Trader,
@@ -135,9 +148,12 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
                     request_hash=_request_hash(body),
                 )
         except store.MarketError as exc:
-            raise market_error(exc) from None
+            raise _refused(request, services, exc) from None
         except ValueError as exc:
-            raise _terms_error(exc) from None
+            raise _refused(request, services, exc) from None
+        market_metrics(request, services).orders.labels(
+            side.value, "placed" if created else "replayed"
+        ).inc()
         if created:
             await _publish(request, order, "created")
         else:
@@ -168,10 +184,9 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
                     quantity_wh=body.quantity_wh,
                     price=body.price,
                 )
-        except store.MarketError as exc:
-            raise market_error(exc) from None
-        except ValueError as exc:
-            raise _terms_error(exc) from None
+        except (store.MarketError, ValueError) as exc:
+            raise _refused(request, services, exc) from None
+        market_metrics(request, services).orders.labels(side.value, "amended").inc()
         await _publish(request, order, "updated")
         return ok(_out(order))
 
@@ -190,7 +205,8 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
                     conn, order_id=order_id, user_id=principal.user.id, side=side, version=version
                 )
         except store.MarketError as exc:
-            raise market_error(exc) from None
+            raise _refused(request, services, exc) from None
+        market_metrics(request, services).orders.labels(side.value, "cancelled").inc()
         await _publish(request, order, "cancelled")
         return ok(_out(order))
 
