@@ -6,6 +6,7 @@ scheduler that was down catches up; a slot's result is what the engine computes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -334,3 +335,21 @@ async def test_a_slot_that_cannot_clear_stays_closed_and_holds_up_no_other(
     assert states[second] == "cleared"
     cur = await conn.execute("SELECT count(*) AS n FROM trades WHERE timeslot_id = %s", (first,))
     assert (await cur.fetchone()) == {"n": 0}
+
+
+async def test_changing_the_slot_length_never_makes_delivery_intervals_overlap(
+    conn: AsyncConnection[DictRow],
+) -> None:
+    t0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+    for length, at in (
+        (120, t0),
+        (60, t0 + timedelta(seconds=30)),
+        (240, t0 + timedelta(minutes=10)),
+    ):
+        await save_config(conn, FAST.updated(slot_length_s=length, open_ahead_s=600), user_id=None)
+        await tick(conn, at)
+    cur = await conn.execute("SELECT starts_at, ends_at FROM timeslots ORDER BY starts_at")
+    spans = [(row["starts_at"], row["ends_at"]) for row in await cur.fetchall()]
+    assert len(spans) > 5
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans))
+    assert {int((end - start).total_seconds()) for start, end in spans} == {120, 240}

@@ -175,7 +175,12 @@ def _order(row: dict[str, Any]) -> OrderRecord:
 
 
 async def create_slots(conn: Conn, starts: list[SlotTimes], config: MarketConfig) -> int:
-    """Create the slots not yet there (``scheduled``); returns how many were new."""
+    """Create the slots not yet there (``scheduled``); returns how many were new.
+
+    Delivery intervals never overlap: a slot is created only from the end of the
+    latest existing one, so after a change of slot length the new slots begin
+    where the old ones end (at the next boundary of the new length).
+    """
     if not starts:
         return 0
     cur = await conn.execute(
@@ -183,6 +188,7 @@ async def create_slots(conn: Conn, starts: list[SlotTimes], config: MarketConfig
         " price_floor, price_cap)"
         " SELECT s, e, o, c, st, %s, %s FROM unnest(%s::timestamptz[], %s::timestamptz[],"
         " %s::timestamptz[], %s::timestamptz[], %s::timestamptz[]) AS u(s, e, o, c, st)"
+        " WHERE s >= COALESCE((SELECT max(ends_at) FROM timeslots), '-infinity')"
         " ON CONFLICT (starts_at) DO NOTHING",
         (
             config.price_floor,
