@@ -92,9 +92,14 @@ class _RawClient:
         self.reader: asyncio.Task[None] | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
 
+    @property
+    def connected(self) -> bool:
+        return self.ws is not None and not self.ws.closed
+
     async def connect(self, url: str, token: str) -> None:
         ws_url = url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
-        ws = self.ws = await self.session.ws_connect(ws_url, autoping=False, max_msg_size=0)
+        # aiohttp answers WebSocket pings itself; Engine.IO's pings are text ("2").
+        ws = self.ws = await self.session.ws_connect(ws_url, max_msg_size=0)
         opened = await ws.receive_str()  # Engine.IO open: 0{"sid": ..., "pingInterval": ...}
         assert opened.startswith("0{"), opened
         await ws.send_str("40" + json.dumps({"token": token}))
@@ -108,7 +113,9 @@ class _RawClient:
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:
-            text = message.data
+            if message.type != aiohttp.WSMsgType.TEXT:
+                continue
+            text: str = message.data
             if text == "2":  # Engine.IO ping
                 await ws.send_str("3")
             elif text.startswith("42["):
@@ -133,6 +140,10 @@ class _SioClient:
             tally.received(data)
 
         self.client.on("timeslot_update", on_update)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.client.connected)
 
     async def connect(self, url: str, token: str) -> None:
         await self.client.connect(
@@ -167,7 +178,12 @@ async def _clients(kind: str, url: str, token: str, count: int, rounds: int) -> 
         await asyncio.gather(*(connect(c) for c in clients))
         print(f"ready {time.perf_counter() - started:.6f}", flush=True)
         for r in range(rounds):
-            await asyncio.wait_for(tally.done[r].wait(), timeout=120)
+            try:
+                await asyncio.wait_for(tally.done[r].wait(), timeout=60)
+            except TimeoutError:
+                lost = sum(not c.connected for c in clients)
+                print(f"lost round {r}: {tally.per_round[r]}/{count} got it, {lost} dropped")
+                raise
             print(f"got {r}", flush=True)
         print(f"latencies {json.dumps(tally.latencies)}", flush=True)
         await asyncio.gather(*(c.disconnect() for c in clients))
@@ -315,6 +331,18 @@ async def _token(base: str) -> str:
         return token
 
 
+async def _disconnects(base: str) -> dict[str, float]:
+    """The server's ``gridclear_realtime_disconnects_total`` by reason (one worker's)."""
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        text = (await http.get("/metrics")).text
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("gridclear_realtime_disconnects_total{"):
+            labels, value = line.rsplit(" ", 1)
+            found[labels.split('"')[1]] = float(value)
+    return found
+
+
 async def _scenarios(
     ctx: BenchContext, env: dict[str, str], base: str, *, workers: int
 ) -> list[Figure]:
@@ -327,7 +355,8 @@ async def _scenarios(
     async with EventPublisher.from_redis_url(
         env["GRIDCLEAR_REDIS_URL"], key_prefix=env["GRIDCLEAR_REDIS_KEY_PREFIX"]
     ) as publisher:
-        kinds = ["raw", "sio"] if workers == 1 else ["raw"]
+        # The heavier python-socketio clients first, on a server nobody has used yet.
+        kinds = ["sio", "raw"] if workers == 1 else ["raw"]
         if workers == 1:
             one = await _fan_out(
                 base, token, publisher, kind="raw", clients=1, rounds=rounds * 5, procs=1
@@ -337,7 +366,13 @@ async def _scenarios(
                 Figure("baseline: 1 client p99", one["p99_ms"], "ms", "raw client, same path"),
             ]
         for kind in kinds:
-            many = await _fan_out(base, token, publisher, kind=kind, clients=clients, rounds=rounds)
+            await asyncio.sleep(3)  # let the server finish closing the previous clients
+            try:
+                many = await _fan_out(
+                    base, token, publisher, kind=kind, clients=clients, rounds=rounds
+                )
+            finally:
+                print(f"  {kind}, {tag}: server saw {await _disconnects(base)}", flush=True)
             who = {"raw": "raw WebSocket clients", "sio": "python-socketio AsyncClients"}[kind]
             note = f"{clients:,} {who}, {tag}"
             label = f"{kind}/{short}"

@@ -119,7 +119,9 @@ EVENTS = [*(e.value for e in Event), "sentinel"]
 
 
 @contextlib.asynccontextmanager
-async def listening(url: str, token: str | None, **connect: Any) -> AsyncIterator[Listener]:
+async def listening(
+    url: str, token: str | None, *, transports: tuple[str, ...] = ("websocket",), **connect: Any
+) -> AsyncIterator[Listener]:
     client = socketio.AsyncClient(reconnection=False)
     listener = Listener(client)
     for name in EVENTS:
@@ -130,7 +132,9 @@ async def listening(url: str, token: str | None, **connect: Any) -> AsyncIterato
 
     client.on("disconnect", on_disconnect)
     auth = {"token": token} if token is not None else None
-    await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=WAIT_S, **connect)
+    await client.connect(
+        url, auth=auth, transports=list(transports), wait_timeout=WAIT_S, **connect
+    )
     try:
         yield listener
     finally:
@@ -224,6 +228,9 @@ async def test_logout_and_token_expiry_close_open_connections(served: Served) ->
         assert await server.sweep() == 2
         await carol.gone()
         await dave.gone()
+    metrics = (await api.client.get("/metrics")).text
+    assert 'gridclear_realtime_disconnects_total{reason="session_revoked"} 1.0' in metrics
+    assert 'gridclear_realtime_disconnects_total{reason="token_expired"} 2.0' in metrics
 
 
 # ---------------------------------------------------------------- rooms and users
@@ -253,6 +260,16 @@ async def test_clients_get_their_timeslot_rooms_events_only(served: Served) -> N
         await events.emit("sentinel", {"n": 1})
         assert await one.next() == ("sentinel", {"n": 1})
         assert await two.next() == ("sentinel", {"n": 1})
+
+
+async def test_long_polling_works_through_the_api_middleware(served: Served) -> None:
+    """The fallback transport: plain HTTP requests through the API's middleware stack."""
+    _, token = await signed_in(served.api, "mia@example.org")
+    async with listening(served.url, token, transports=("polling",)) as client:
+        assert client.client.transport() == "polling"
+        assert (await client.call("join_timeslot", 3))["success"] is True
+        await served.events.emit("timeslot_update", {"id": 3, "state": "closed"}, room="timeslot:3")
+        assert await client.next() == ("timeslot_update", {"id": 3, "state": "closed"})
 
 
 async def test_a_bad_join_is_refused_with_a_reason_and_changes_nothing(served: Served) -> None:

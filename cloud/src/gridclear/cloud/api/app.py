@@ -5,6 +5,10 @@ pool, fails fast when either is unreachable, and builds the stores and the
 limiter on them; shutdown closes them. Everything a request needs hangs off
 ``app.state.services`` (see :mod:`gridclear.cloud.api.services`).
 
+Socket.IO is served by the same app at ``/socket.io`` (docs/REALTIME.md): the
+lifespan subscribes it to the deployment's Redis channel before the app serves,
+and hangs the :class:`~gridclear.cloud.realtime.EventPublisher` on ``app.state.events``.
+
 Every answer wears the envelope, errors included: ``ApiError``, FastAPI's
 validation errors, Starlette's 404 and 405, oversized bodies and, through
 :class:`~gridclear.cloud.api.middleware.RequestContext`, unhandled exceptions

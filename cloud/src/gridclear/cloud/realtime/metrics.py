@@ -47,9 +47,11 @@ class RealtimeMetrics:
             ("event", "reason"),
             registry=self.registry,
         )
-        self.dropped = Counter(
+        self.disconnects = Counter(
             "gridclear_realtime_disconnects",
-            "Clients disconnected by the server, by reason (token_expired, session_revoked)",
+            "Clients gone, by reason: Engine.IO's (client disconnect, ping timeout,"
+            " transport close, transport error, server disconnect) or gridclear's"
+            " (token_expired, session_revoked)",
             ("reason",),
             registry=self.registry,
         )

@@ -59,6 +59,7 @@ class _Connection:
     session_id: uuid.UUID | None
     expires_at: datetime | None
     timeslots: set[int]
+    dropped_for: str | None = None
 
 
 class RealtimeServer:
@@ -145,6 +146,16 @@ class RealtimeServer:
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code.value, "details": exc.details}
             ) from exc
+        except Exception as exc:
+            # The database or Redis did not answer (a pool timeout under a connect
+            # storm, an outage): refuse clearly, so the client retries, rather than
+            # leave it waiting on a half-open connection.
+            log.warning("real-time connect refused: %s: %s", type(exc).__name__, exc)
+            code = ErrorCode.SERVICE_UNAVAILABLE
+            self.metrics.refused.labels(code.value).inc()
+            raise socketio.exceptions.ConnectionRefusedError(
+                code.default_message, {"code": code.value, "details": None}
+            ) from exc
         user_id = principal.user.id
         self._connections[sid] = _Connection(
             user_id=user_id,
@@ -173,7 +184,9 @@ class RealtimeServer:
         return principal
 
     async def _on_disconnect(self, sid: str, reason: object = None) -> None:
-        self._connections.pop(sid, None)
+        connection = self._connections.pop(sid, None)
+        if connection is not None:
+            self.metrics.disconnects.labels(connection.dropped_for or str(reason)).inc()
         self.metrics.connections.set(len(self._connections))
 
     async def _on_join(self, sid: str, data: object = None) -> dict[str, Any]:
@@ -227,7 +240,7 @@ class RealtimeServer:
             if connection.session_id in revoked:
                 doomed[sid] = "session_revoked"
         for sid, reason in doomed.items():
-            self.metrics.dropped.labels(reason).inc()
+            self._connections[sid].dropped_for = reason
             with contextlib.suppress(Exception):
                 await self.sio.disconnect(sid)
         return len(doomed)
