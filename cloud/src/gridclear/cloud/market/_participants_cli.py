@@ -51,7 +51,7 @@ def add_participants_command(
         help="market settings to apply first, e.g. '{\"openAheadS\": 3600}'",
     )
     parser.add_argument(
-        "--interval", type=float, default=1.0, metavar="SECONDS", help="seconds between rounds"
+        "--interval", type=float, default=2.0, metavar="SECONDS", help="seconds between rounds"
     )
     parser.set_defaults(handler=_run)
 

@@ -174,18 +174,21 @@ class Participant:
     pending: dict[int, tuple[str, int]] = field(default_factory=dict)
     """Order id -> (API path, slot id), until the order's slot has cleared."""
 
-    def step(self, config: Mapping[str, int]) -> None:
-        """Place in the soonest open slot if not done yet; report cleared orders."""
+    def step(self, config: Mapping[str, int], open_slots: Sequence[Mapping[str, Any]]) -> None:
+        """Place in the soonest open slot if not done yet; report cleared orders.
+
+        ``open_slots`` is ``GET /api/timeslots/active``, fetched once per round for
+        every household: the demo's traders share one address, and so one rate limit.
+        """
         try:
-            self._step(config)
+            self._step(config, open_slots)
         except ApiRequestError as error:
             if error.status == 401:  # the access token expired: sign in again
                 self.client.login(self.household.email, self.household.password)
             else:
                 self.say(f"  {self.household.name}: {error}")
 
-    def _step(self, config: Mapping[str, int]) -> None:
-        open_slots = self.client.call("GET", "/api/timeslots/active")
+    def _step(self, config: Mapping[str, int], open_slots: Sequence[Mapping[str, Any]]) -> None:
         if open_slots:
             slot = min(open_slots, key=lambda s: s["closesAt"])
             if slot["id"] not in self.placed:
@@ -207,10 +210,13 @@ class Participant:
                         f" at {body['price']} per kWh for slot {slot['id']}"
                         f" ({slot['startTime']})"
                     )
+        still_open = {s["id"] for s in open_slots}
         for order_id, (path, slot_id) in list(self.pending.items()):
+            if slot_id in still_open:
+                continue  # nothing to report before gate closure
             order = self.client.call("GET", f"/api/{path}/{order_id}")
-            if order["status"] in ("active",):
-                continue
+            if order["status"] == "active":
+                continue  # closed, not cleared yet
             del self.pending[order_id]
             self.say(
                 f"  {self.household.name}: slot {slot_id} cleared, order {order_id}"
@@ -226,7 +232,7 @@ def run_participants(
     operator_email: str,
     operator_password: str,
     market: Mapping[str, int],
-    interval_s: float = 1.0,
+    interval_s: float = 2.0,
     seed: int = 2025,
 ) -> None:
     """Set up the households, then trade until interrupted (KeyboardInterrupt)."""
@@ -247,6 +253,11 @@ def run_participants(
         if time.monotonic() >= next_config:
             config = operator.call("GET", "/api/market/config")
             next_config = time.monotonic() + 30
-        for participant in participants:
-            participant.step(config)
+        try:
+            open_slots = operator.call("GET", "/api/timeslots/active")
+        except ApiRequestError as error:
+            print(f"  could not list the open slots: {error}", flush=True)
+        else:
+            for participant in participants:
+                participant.step(config, open_slots)
         time.sleep(interval_s)
