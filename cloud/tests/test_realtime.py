@@ -199,8 +199,19 @@ async def test_a_connect_without_a_valid_token_is_refused_with_its_code(served: 
     assert revoked["data"]["code"] == "INVALID_TOKEN"
     assert "revoked" in revoked["message"]
 
+    # A token issued one lifetime ago (signatures check expiry against real time).
+    api.clock.advance(-api.settings.access_token_ttl_s - 5)
+    _, stale = await signed_in(api, "zed@example.org")
+    api.clock.advance(api.settings.access_token_ttl_s + 5)
+    expired = await refusal(served.url, auth={"token": stale})
+    assert expired["data"]["code"] == "TOKEN_EXPIRED"
+
     metrics = (await api.client.get("/metrics")).text
-    for reason, count in (("AUTHENTICATION_REQUIRED", 2), ("INVALID_TOKEN", 3)):
+    for reason, count in (
+        ("AUTHENTICATION_REQUIRED", 2),
+        ("INVALID_TOKEN", 3),
+        ("TOKEN_EXPIRED", 1),
+    ):
         line = f'gridclear_realtime_connections_refused_total{{reason="{reason}"}} {count}.0'
         assert line in metrics
 
