@@ -170,7 +170,7 @@ class IngestWorker:
         self._keys = KeyCache()
         """Read by the verifying thread."""
         self._write_keys = KeyCache()
-        """Read by the writer thread, when it judges a batch again after an outage."""
+        """Read by the writer thread just before it writes a batch."""
         self._verify_db = _Connection(config.database_url)
         self._write_db = _Connection(config.database_url)
         self._writer = BatchWriter(config.database_url)
@@ -349,23 +349,25 @@ class IngestWorker:
     def _store(self, verified: _Verified, stop: threading.Event) -> WriteResult | None:
         """Write a verified batch, retrying while the database is unreachable.
 
-        After a failed attempt the batch is judged again with the keys as they are
-        then, as before the pipeline: a key revoked during an outage applies to the
-        batches written after it. None when ``stop`` was set before a commit.
+        The keys are read again just before each attempt and, when they changed since
+        the batch was verified (a key enrolled or revoked while the batch before it
+        was written, or during an outage), the batch is judged again with them: a
+        change applies to every batch written after it was committed, as when a
+        worker verified each batch just before writing it. None when ``stop`` was
+        set before a commit.
         """
         items = verified.items
-        version = verified.key_version
+        judged = verified.key_version
         delay = 0.2
         while True:
             try:
-                if version is None:
-                    keys = self._write_keys.refresh(self._write_db.connection())
+                keys = self._write_keys.refresh(self._write_db.connection())
+                if self._write_keys.version != judged:
                     items = self._classify(verified.batch, keys)
-                    version = self._write_keys.version
+                    judged = self._write_keys.version
                 result = self._writer.write(items)
             except psycopg.OperationalError as error:
                 self._write_db.close()
-                version = None
                 pause = self._pause(stop, delay, error)
                 if pause is None:
                     return None
@@ -483,6 +485,7 @@ class IngestWorker:
                 verified = self._verify(batch, stop)
                 if verified is None or not self._hand_over(verified, writer):
                     break
+            # The writer commits and acknowledges what it was handed, then ends.
             self._hand_over(_END, writer)
             writer.join()
         finally:
