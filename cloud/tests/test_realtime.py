@@ -58,7 +58,16 @@ async def serving(settings: Settings, clock: Clock) -> AsyncIterator[Served]:
     app = create_app(settings, clock=clock)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            # A long-poll request in flight holds a graceful stop for up to the
+            # ping interval (25 s); the tests need not wait for it.
+            timeout_graceful_shutdown=1,
+        )
     )
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(WAIT_S):
@@ -281,6 +290,11 @@ async def test_long_polling_works_through_the_api_middleware(served: Served) -> 
         assert (await client.call("join_timeslot", 3))["success"] is True
         await served.events.emit("timeslot_update", {"id": 3, "state": "closed"}, room="timeslot:3")
         assert await client.next() == ("timeslot_update", {"id": 3, "state": "closed"})
+        # Closed by the server, the client hears it at once (its own close waits
+        # for the pending long poll).
+        server: RealtimeServer = served.app.state.realtime
+        await server.sio.disconnect(client.client.get_sid("/"))
+        await client.gone()
 
 
 async def test_a_bad_join_is_refused_with_a_reason_and_changes_nothing(served: Served) -> None:
