@@ -153,7 +153,7 @@ async def test_accelerated_slots_open_close_clear_and_announce_on_their_own(
     states = [
         d["state"]
         for d, room, _ in events.named("timeslot_update")
-        if room == f"timeslot:{slot_id}"
+        if d["id"] == slot_id and room is None
     ]
     assert states[:3] == ["open", "closed", "cleared"]
     cleared_event = next(

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from gridclear.cloud.market.clearing import OrderBook, clear
 from gridclear.cloud.market.config import MarketConfig, load_config
-from gridclear.cloud.market.events import EventSink, safe_emit, slot_json, slot_room
+from gridclear.cloud.market.events import EventSink, safe_emit, slot_json
 from gridclear.cloud.market.store import (
     SLOT_COLUMNS,
     Conn,
@@ -182,9 +182,8 @@ async def clear_slot(conn: Conn, slot_id: int) -> tuple[Timeslot, list[Fill]] | 
 
 
 async def _announce(events: EventSink | None, slot: Timeslot) -> None:
-    data = slot_json(slot)
-    await safe_emit(events, "timeslot_update", data, room=slot_room(slot.id))
-    await safe_emit(events, "timeslot_update", data)
+    # One broadcast: it reaches the slot's room too, so nobody gets a state change twice.
+    await safe_emit(events, "timeslot_update", slot_json(slot))
 
 
 async def _notify_fills(events: EventSink | None, slot: Timeslot, fills: list[Fill]) -> None:
