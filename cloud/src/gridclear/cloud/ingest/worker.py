@@ -163,7 +163,10 @@ class IngestWorker:
         self.config = config
         self.metrics = metrics or IngestMetrics()
         self._on_batch = on_batch
-        self._queue: queue.SimpleQueue[_Incoming] = queue.SimpleQueue()
+        # Not SimpleQueue: on CPython 3.11 its get(timeout=...) can block forever when a
+        # signal (our SIGTERM) interrupts it just as the timeout runs out, and the
+        # worker then never stops. queue.Queue recomputes what is left of the timeout.
+        self._queue: queue.Queue[_Incoming] = queue.Queue()
         self._generation = 0
         self._lock = threading.Lock()
         self._connected = threading.Event()
