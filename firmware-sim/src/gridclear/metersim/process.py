@@ -8,6 +8,7 @@ what the ``metersim`` pytest fixture returns.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -26,6 +27,22 @@ __all__ = ["MetersimBus", "MetersimProcess", "MetersimStartError"]
 
 class MetersimStartError(RuntimeError):
     """The simulator did not come up; the message carries its output."""
+
+
+def _terminate_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook that has Linux send SIGTERM to the simulator when we die.
+
+    Even a ``kill -9`` of a test run then leaves no simulator serving stale meters.
+    Elsewhere (no prctl) it is None and the caller's stop() is the only guard.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def set_signal() -> None:
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+    return set_signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +109,10 @@ class MetersimProcess:
         with self.log_path.open("wb") as log:
             # Our own interpreter running our own module: no shell, no outside input.
             self._process = subprocess.Popen(  # noqa: S603
-                self.args, stdout=log, stderr=subprocess.STDOUT
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_terminate_with_parent(),  # noqa: PLW1509
             )
         deadline = time.monotonic() + timeout
         while not self._ready.exists():
