@@ -30,10 +30,8 @@ from datetime import UTC, datetime, timedelta
 
 import base58
 import httpx
-import psycopg
 from fastapi import FastAPI
 from nacl.signing import SigningKey
-from psycopg import sql
 
 from bench.harness import REPO_ROOT, BenchContext, Figure
 from gridclear.cloud.identity.siws import build_message, new_nonce, parse_message, verify_signature
@@ -76,20 +74,6 @@ def pure_verify_rate(n: int) -> float:
         assert parsed.address == address
         assert verify_signature(address=address, message=message, signature=signature)
     return n / (time.perf_counter() - started)
-
-
-@contextmanager
-def _database(admin_url: str) -> Iterator[str]:
-    name = f"bench_api_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @contextmanager
@@ -180,7 +164,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         Figure("signed message checks", verify_rate, "checks/s", "parse + Ed25519, one core")
     )
     seconds = 3 if ctx.quick else 10
-    with _database(ctx.database_url) as database_url:
+    with ctx.fresh_database("bench_api") as database_url:
         migrate(database_url)
         env = {
             **os.environ,

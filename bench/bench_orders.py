@@ -34,7 +34,7 @@ import psycopg
 from fastapi import FastAPI
 from psycopg.rows import dict_row
 
-from bench.bench_api import _database, _server
+from bench.bench_api import _server
 from bench.harness import BenchContext, Figure
 from gridclear.cloud.market.service import clear_slot
 from gridclear.cloud.settings import generate_signing_key_pem
@@ -192,7 +192,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         raise RuntimeError("wrk is not installed: apt-get install wrk")
     figures: list[Figure] = []
     seconds = 3 if ctx.quick else 10
-    with _database(ctx.database_url) as database_url:
+    with ctx.fresh_database("bench_orders") as database_url:
         migrate(database_url)
         env = {
             **os.environ,

@@ -47,9 +47,7 @@ from typing import Any
 
 import aiohttp
 import httpx
-import psycopg
 import socketio
-from psycopg import sql
 
 from bench.harness import REPO_ROOT, BenchContext, Figure
 from gridclear.cloud.localservices import free_port
@@ -205,20 +203,6 @@ def client_main(argv: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------- the run
-
-
-@contextmanager
-def _database(admin_url: str) -> Iterator[str]:
-    name = f"bench_rt_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @contextmanager
@@ -410,7 +394,7 @@ async def _scenarios(
 
 
 def run(ctx: BenchContext) -> list[Figure]:
-    with _database(ctx.database_url) as database_url:
+    with ctx.fresh_database("bench_rt") as database_url:
         migrate(database_url)
         env = {
             **os.environ,

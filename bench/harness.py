@@ -25,10 +25,15 @@ import platform
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psycopg
+from psycopg import sql
 
 from gridclear.cloud import env
 from gridclear.cloud.localservices import (
@@ -87,6 +92,21 @@ class BenchContext:
         return os.environ.get(env.MQTT_URL) or self._server(
             "mosquitto", lambda: MosquittoServer(run_dir=self.run_dir, policy_dir=BROKER_POLICY)
         )
+
+    @contextmanager
+    def fresh_database(self, prefix: str) -> Iterator[str]:
+        """A new empty database on the benchmark's server, dropped afterwards."""
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        admin_url = self.database_url
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+        finally:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
 
     def close(self) -> None:
         for server in reversed(list(self._servers.values())):
