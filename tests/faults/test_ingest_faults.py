@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -113,6 +114,32 @@ def _stored(url: str) -> int:
         return -1
 
 
+@dataclass
+class Rig:
+    """A registered gateway, an ingest worker process and a publisher, for one fault test."""
+
+    gateway: Gateway
+    worker: WorkerProcess
+    publisher: Publisher
+    log: Path
+
+
+@pytest.fixture
+def rig(fault_db: str, mqtt_url: str, mqtt_topic_prefix: str, server_dir: Path) -> Iterator[Rig]:
+    gateway = Gateway(device_id=f"gw-{uuid.uuid4().hex[:8]}")
+    register(fault_db, gateway)
+    log = server_dir / "worker.log"
+    worker = WorkerProcess(
+        database_url=fault_db, mqtt_url=mqtt_url, prefix=mqtt_topic_prefix, log=log
+    )
+    publisher = Publisher(mqtt_url, mqtt_topic_prefix)
+    try:
+        yield Rig(gateway=gateway, worker=worker, publisher=publisher, log=log)
+    finally:
+        worker.stop()
+        publisher.close()
+
+
 def _check_exactly_once(url: str, streamed: int) -> None:
     """The first message (one reading) and ``streamed`` messages of two readings, once each."""
     assert count(url, "SELECT count(*) FROM raw_messages") == 1 + streamed
@@ -124,73 +151,41 @@ def _check_exactly_once(url: str, streamed: int) -> None:
 
 
 def test_a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
-    fault_db: str, mqtt_url: str, mqtt_topic_prefix: str, server_dir: Path
+    fault_db: str, rig: Rig
 ) -> None:
-    gateway = Gateway(device_id=f"gw-{uuid.uuid4().hex[:8]}")
-    register(fault_db, gateway)
-    worker = WorkerProcess(
-        database_url=fault_db,
-        mqtt_url=mqtt_url,
-        prefix=mqtt_topic_prefix,
-        log=server_dir / "worker.log",
-    )
-    publisher = Publisher(mqtt_url, mqtt_topic_prefix)
     total = 2000
     done = threading.Event()
-    try:
-        worker.start()
-        _until_subscribed(publisher, gateway, fault_db)
-        thread = threading.Thread(target=_stream, args=(publisher, gateway, total, done))
-        thread.start()
-        wait_for(lambda: _stored(fault_db) > 400, what="the stream under way")
-        worker.kill()
-        killed_at = _stored(fault_db)
-        worker.start()  # same client id: the broker resumes its session
-        thread.join(120)
-        assert done.is_set()
-        wait_for(lambda: _stored(fault_db) == 1 + 2 * total, timeout_s=120, what="every reading")
-        worker.stop()
-    finally:
-        worker.stop()
-        publisher.close()
+    rig.worker.start()
+    _until_subscribed(rig.publisher, rig.gateway, fault_db)
+    thread = threading.Thread(target=_stream, args=(rig.publisher, rig.gateway, total, done))
+    thread.start()
+    wait_for(lambda: _stored(fault_db) > 400, what="the stream under way")
+    rig.worker.kill()
+    killed_at = _stored(fault_db)
+    rig.worker.start()  # same client id: the broker resumes its session
+    thread.join(120)
+    assert done.is_set()
+    wait_for(lambda: _stored(fault_db) == 1 + 2 * total, timeout_s=120, what="every reading")
     assert killed_at < 1 + 2 * total, "the kill came after the stream, not during it"
     _check_exactly_once(fault_db, total)
 
 
 def test_a_database_outage_holds_messages_at_the_broker_and_loses_none(
-    fault_db: str,
-    local_postgres: PostgresServer,
-    mqtt_url: str,
-    mqtt_topic_prefix: str,
-    server_dir: Path,
+    fault_db: str, local_postgres: PostgresServer, rig: Rig
 ) -> None:
-    gateway = Gateway(device_id=f"gw-{uuid.uuid4().hex[:8]}")
-    register(fault_db, gateway)
-    worker = WorkerProcess(
-        database_url=fault_db,
-        mqtt_url=mqtt_url,
-        prefix=mqtt_topic_prefix,
-        log=server_dir / "worker.log",
-    )
-    publisher = Publisher(mqtt_url, mqtt_topic_prefix)
     total = 1500
     done = threading.Event()
-    try:
-        worker.start()
-        _until_subscribed(publisher, gateway, fault_db)
-        thread = threading.Thread(target=_stream, args=(publisher, gateway, total, done))
-        thread.start()
-        wait_for(lambda: _stored(fault_db) > 200, what="the stream under way")
-        local_postgres.stop()
-        time.sleep(OUTAGE_S)  # the outage itself: gateways keep publishing meanwhile
-        local_postgres.start()
-        thread.join(120)
-        wait_for(lambda: _stored(fault_db) == 1 + 2 * total, timeout_s=120, what="every reading")
-        assert worker.process is not None
-        assert worker.process.poll() is None, "the worker died"
-    finally:
-        worker.stop()
-        publisher.close()
+    rig.worker.start()
+    _until_subscribed(rig.publisher, rig.gateway, fault_db)
+    thread = threading.Thread(target=_stream, args=(rig.publisher, rig.gateway, total, done))
+    thread.start()
+    wait_for(lambda: _stored(fault_db) > 200, what="the stream under way")
+    local_postgres.stop()
+    time.sleep(OUTAGE_S)  # the outage itself: gateways keep publishing meanwhile
+    local_postgres.start()
+    thread.join(120)
+    wait_for(lambda: _stored(fault_db) == 1 + 2 * total, timeout_s=120, what="every reading")
+    assert rig.worker.process is not None
+    assert rig.worker.process.poll() is None, "the worker died"
     _check_exactly_once(fault_db, total)
-    log = (server_dir / "worker.log").read_text()
-    assert "database unavailable" in log
+    assert "database unavailable" in rig.log.read_text()
