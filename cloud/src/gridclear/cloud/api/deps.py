@@ -40,14 +40,24 @@ __all__ = [
     "request_id",
     "require_role",
     "require_scope",
+    "services_of",
 ]
 
 _BEARER = {"WWW-Authenticate": 'Bearer realm="gridclear"'}
 
 
-def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+async def get_services(request: Request) -> Services:
+    """The dependency form of :func:`services_of`.
+
+    async though it awaits nothing: FastAPI runs a plain ``def`` dependency in
+    its thread pool, a thread hop on every request.
+    """
+    return services_of(request)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -87,7 +97,7 @@ def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
     """A dependency counting each request per client address in ``group``."""
 
     async def limit(request: Request) -> None:
-        await hit_limit(get_services(request), group, client_ip(request))
+        await hit_limit(services_of(request), group, client_ip(request))
 
     return limit
 
@@ -121,7 +131,7 @@ def _credentials(request: Request) -> str | None:
 
 async def current_principal(request: Request) -> Principal:
     """The caller, or 401: no credentials, bad or expired token, revoked session, bad key."""
-    services = get_services(request)
+    services = services_of(request)
     credentials = _credentials(request)
     if credentials is None:
         raise auth_failure(services, ErrorCode.AUTHENTICATION_REQUIRED)
@@ -177,7 +187,7 @@ async def current_session(principal: CurrentPrincipal, request: Request) -> Prin
     """A signed-in user; API keys are refused (403) on account, key and admin routes."""
     if principal.kind != "session":
         raise auth_failure(
-            get_services(request), ErrorCode.FORBIDDEN, "This route needs a signed-in user"
+            services_of(request), ErrorCode.FORBIDDEN, "This route needs a signed-in user"
         )
     return principal
 
@@ -192,7 +202,7 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     async def check(principal: CurrentSession, request: Request) -> Principal:
         if principal.user.role not in allowed:
             raise auth_failure(
-                get_services(request),
+                services_of(request),
                 ErrorCode.FORBIDDEN,
                 f"This route needs the role {' or '.join(sorted(allowed))}",
             )
@@ -208,7 +218,7 @@ def require_scope(*any_of: Scope) -> Callable[..., Awaitable[Principal]]:
     async def check(principal: CurrentPrincipal, request: Request) -> Principal:
         if not principal.scopes & wanted:
             raise auth_failure(
-                get_services(request),
+                services_of(request),
                 ErrorCode.FORBIDDEN,
                 f"This API key lacks the scope {' or '.join(sorted(wanted))}",
             )

@@ -6,10 +6,16 @@ issuer, the audience, and the presence of ``exp``, ``iat``, ``sub``, ``jti``
 and ``sid``. ``sid`` names the session (the refresh-token family) so that
 logging out or a detected refresh-token reuse can revoke the access tokens
 still in flight.
+
+A verified token's claims are kept in a bounded LRU keyed by the exact token
+text: an app sends the same token on every request for its lifetime, and the
+Ed25519 check is the dearest step of authenticating it. A hit still checks
+expiry against the clock; a token that failed is never cached.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +63,7 @@ class AccessTokens:
         audience: str,
         ttl: timedelta,
         clock: Callable[[], datetime],
+        cache_size: int = 8192,
     ) -> None:
         self._private = private_key
         self._public: Ed25519PublicKey = private_key.public_key()
@@ -64,6 +71,7 @@ class AccessTokens:
         self._audience = audience
         self.ttl = ttl
         self._clock = clock
+        self._decode = functools.lru_cache(maxsize=cache_size)(self._decode_uncached)
 
     @property
     def public_key(self) -> Ed25519PublicKey:
@@ -90,6 +98,12 @@ class AccessTokens:
 
     def verify(self, token: str) -> AccessClaims:
         """The claims of a valid token; raises :class:`TokenError` otherwise."""
+        claims = self._decode(token)
+        if claims.expires_at <= self._clock():
+            raise TokenError("expired", "the access token has expired")
+        return claims
+
+    def _decode_uncached(self, token: str) -> AccessClaims:
         try:
             claims = jwt.decode(
                 token,
