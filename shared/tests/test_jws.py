@@ -8,11 +8,13 @@ import hmac
 import json
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from joserfc import jws
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey
 
-from gridclear.shared._b64 import b64url_encode
+from gridclear.shared._b64 import b64url_decode, b64url_encode
 from gridclear.shared.errors import (
     BadSignatureError,
     DeviceMismatchError,
@@ -254,3 +256,41 @@ def test_joserfc_token_signed_by_another_key_is_refused() -> None:
     )
     with pytest.raises(BadSignatureError):
         verify_readings(token, key=KEY.public, expected_device_id="gw-1")
+
+
+def _b64url_reference(text: str) -> bytes:
+    """The plain, slow spelling of strict unpadded base64url."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    if any(c not in alphabet for c in text) or len(text) % 4 == 1:
+        raise ValueError(text)
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != text:
+        raise ValueError(text)
+    return data
+
+
+@given(
+    st.text(
+        alphabet=st.sampled_from(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/= \n.\x00é"
+        ),
+        max_size=14,
+    )
+    | st.binary(max_size=10).map(b64url_encode)
+)
+@example("Ag")
+@example("Ah")
+@example("AAA=")
+@example("AA+/")
+@example("AAE")
+@example("AAF")
+def test_b64url_decode_accepts_exactly_the_canonical_spellings(text: str) -> None:
+    try:
+        expected: bytes | None = _b64url_reference(text)
+    except ValueError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ValueError, match=r"."):
+            b64url_decode(text)
+    else:
+        assert b64url_decode(text) == expected

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
-import re
+import binascii
 
-_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
+# base64url to the standard alphabet for binascii, and every character that is not
+# base64url (the standard alphabet's "+" and "/", padding) to one that binascii's
+# strict mode refuses.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
 
 
 def b64url_encode(data: bytes) -> str:
@@ -18,13 +21,16 @@ def b64url_decode(text: str) -> bytes:
     Strict on purpose: a lenient decoder accepts several spellings of the same bytes,
     and a signed message must have exactly one.
     """
-    if not _ALPHABET.fullmatch(text) or len(text) % 4 == 1:
+    tail = len(text) % 4
+    if tail == 1:
         raise ValueError("not unpadded base64url")
-    # binascii.Error, raised below on bad input, is a ValueError.
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # UnicodeEncodeError and binascii.Error, raised below on bad input, are ValueErrors.
+    standard = text.encode("ascii").translate(_TO_STANDARD)
+    data = binascii.a2b_base64(standard + b"=" * (-tail % 4), strict_mode=True)
     # Non-canonical trailing bits (e.g. "Ah" and "Ag" both decode to b"\x02") would
-    # let two different tokens carry the same bytes.
-    if b64url_encode(data) != text:
+    # let two different tokens carry the same bytes. Only the last, partial group can
+    # have them: encode its bytes again and compare.
+    if tail and b64url_encode(data[len(data) - tail + 1 :]) != text[-tail:]:
         raise ValueError("non-canonical base64url")
     return data
 

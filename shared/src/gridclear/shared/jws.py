@@ -14,6 +14,7 @@ JOSE implementation in both directions.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,17 @@ def read_header(token: str | bytes) -> JwsHeader:
     trustworthy until the signature has been verified.
     """
     encoded_header, _, _ = _split(token)
+    return _parse_header(encoded_header)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_header(encoded_header: str) -> JwsHeader:
+    """The checked header, remembered by its exact encoding (refusals are not).
+
+    A gateway sends the same header with every message, so a receiver decodes each
+    one once, not per message; the answer depends on nothing but the text, and the
+    cache is bounded. The ``raw`` dict is shared between the callers: read it only.
+    """
     try:
         header: Any = json.loads(b64url_decode(encoded_header))
     except (ValueError, UnicodeDecodeError):
@@ -116,8 +128,8 @@ def verify_compact(token: str | bytes, key: PublicKey | KeyLookup) -> tuple[JwsH
     a ``kid`` in the token that names another key is refused too (UnknownKeyError).
     Raises a :class:`~gridclear.shared.errors.ProtocolError` subclass on any failure.
     """
-    header = read_header(token)
     encoded_header, encoded_payload, encoded_signature = _split(token)
+    header = _parse_header(encoded_header)
     if isinstance(key, PublicKey):
         if header.kid is not None and header.kid != key.kid:
             raise UnknownKeyError(f"kid {header.kid!r} is not the expected key {key.kid!r}")
@@ -136,7 +148,9 @@ def verify_compact(token: str | bytes, key: PublicKey | KeyLookup) -> tuple[JwsH
         raise MalformedMessageError("the payload or signature is not base64url") from None
     if len(signature) != _SIGNATURE_BYTES:
         raise BadSignatureError(f"an Ed25519 signature is 64 bytes, not {len(signature)}")
-    signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
+    # The token is ASCII (checked by _split): its first two parts, as they came.
+    length = len(encoded_header) + 1 + len(encoded_payload)
+    signing_input = token[:length] if isinstance(token, bytes) else token[:length].encode("ascii")
     if not public.verify(signing_input, signature):
         raise BadSignatureError(f"the signature does not verify with key {public.kid}")
     return header, payload
