@@ -1,15 +1,15 @@
 """The ingest worker: MQTT shared subscription in, verified rows out, acknowledged after commit.
 
-Why paho-mqtt directly and not aiomqtt: a message may be acknowledged to the broker
-only once its rows are committed, and paho 2.x has exactly that
-(``Client(manual_ack=True)`` and ``client.ack(mid, qos)``); aiomqtt 2.5 does not
-expose it and acknowledges when its iterator hands a message out. With manual
+A message may be acknowledged to the broker only once its rows are committed;
+aiomqtt 2.5 acknowledges when its iterator hands a message out, so the worker uses
+its own small MQTT 5 client (:mod:`gridclear.cloud.ingest._mqtt`; paho-mqtt's
+``manual_ack`` does the same at several times the CPU per message). With manual
 acknowledgement and a persistent session (MQTT 5, ``clean_start=False``, a session
 expiry), a worker killed at any moment loses nothing: the broker redelivers
 whatever was not acknowledged when the same client id reconnects, and the writer
 skips what it had already committed.
 
-Threads: paho's network loop receives into a queue (it never waits on the
+Threads: the MQTT network loop receives into a queue (it never waits on the
 database, so keep-alives continue during an outage); the worker's own thread
 takes batches from the queue and verifies them; a writer thread writes, commits,
 then acknowledges them. The two are joined by a queue of one batch, so batch N+1
@@ -39,6 +39,7 @@ import logging
 import queue
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -46,13 +47,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gridclear.cloud.ingest._mqtt import MqttSubscriber, SubscriberOptions
 from gridclear.cloud.ingest.keys import KeyCache
 from gridclear.cloud.ingest.metrics import IngestMetrics
 from gridclear.cloud.ingest.verify import KeyRecord, classify
@@ -167,8 +164,6 @@ class IngestWorker:
         # signal (our SIGTERM) interrupts it just as the timeout runs out, and the
         # worker then never stops. queue.Queue recomputes what is left of the timeout.
         self._queue: queue.Queue[_Incoming] = queue.Queue()
-        self._generation = 0
-        self._lock = threading.Lock()
         self._connected = threading.Event()
         self._keys = KeyCache()
         """Read by the verifying thread."""
@@ -191,105 +186,51 @@ class IngestWorker:
     def status_filter(self) -> str:
         return f"{self.config.topic_prefix}{PREFIX}/+/status"
 
-    def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.config.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
+    def _make_client(self) -> MqttSubscriber:
         url = urlsplit(self.config.mqtt_url)
         if url.scheme not in ("mqtt", "mqtts"):
             raise ValueError(f"the MQTT URL must be mqtt:// or mqtts://, not {url.scheme!r}")
-        if url.scheme == "mqtts":
-            client.tls_set()
-        if url.username:
-            client.username_pw_set(
-                unquote(url.username), unquote(url.password) if url.password else None
-            )
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        return client
+        options = SubscriberOptions(
+            host=url.hostname or "localhost",
+            port=url.port or (8883 if url.scheme == "mqtts" else 1883),
+            client_id=self.config.client_id,
+            filters=(self.readings_filter, self.status_filter),
+            username=unquote(url.username) if url.username else None,
+            password=unquote(url.password) if url.password else None,
+            tls=ssl.create_default_context() if url.scheme == "mqtts" else None,
+            keepalive_s=self.config.keepalive_s,
+            session_expiry_s=self.config.session_expiry_s,
+            receive_maximum=self.config.receive_maximum,
+        )
+        return MqttSubscriber(
+            options,
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+            on_subscribe=self._on_subscribe,
+            on_disconnect=self._on_disconnect,
+        )
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: Any,
-        properties: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            log.error("ingest: the broker refused the connection: %s", reason)
-            return
-        with self._lock:
-            self._generation += 1
+    def _on_connect(self, session_present: bool) -> None:
         log.info(
             "ingest: connected as %s (session %s)",
             self.config.client_id,
-            "resumed" if flags.session_present else "new",
+            "resumed" if session_present else "new",
         )
-        options = SubscribeOptions(qos=1)
-        client.subscribe([(self.readings_filter, options), (self.status_filter, options)])
         self.metrics.broker_connected.set(1)
 
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[Any],
-        properties: Properties | None,
-    ) -> None:
-        failed = [r for r in reasons if r.is_failure]
-        if failed:
-            log.error("ingest: the broker refused the subscriptions: %s", failed)
-            return
-        log.info("ingest: subscribed to %s and %s", self.readings_filter, self.status_filter)
-        self._connected.set()
+    def _on_subscribe(self, ok: bool) -> None:
+        if ok:
+            log.info("ingest: subscribed to %s and %s", self.readings_filter, self.status_filter)
+            self._connected.set()
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: Any,
-        properties: Properties | None,
-    ) -> None:
+    def _on_disconnect(self, reason: str) -> None:
         self._connected.clear()
         self.metrics.broker_connected.set(0)
         log.warning("ingest: disconnected from the broker: %s", reason)
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._queue.put(
-            _Incoming(
-                self._generation,
-                message.mid,
-                message.qos,
-                message.topic,
-                bytes(message.payload),
-                _now_ms(),
-            )
-        )
+    def _on_message(self, generation: int, mid: int, qos: int, topic: str, payload: bytes) -> None:
+        self._queue.put(_Incoming(generation, mid, qos, topic, payload, _now_ms()))
         self.metrics.backlog.inc()
-
-    def _connect(self) -> None:
-        url = urlsplit(self.config.mqtt_url)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.config.session_expiry_s
-        props.ReceiveMaximum = self.config.receive_maximum
-        default_port = 8883 if url.scheme == "mqtts" else 1883
-        self._client.connect_async(
-            url.hostname or "localhost",
-            url.port or default_port,
-            keepalive=self.config.keepalive_s,
-            clean_start=False,
-            properties=props,
-        )
-        self._client.loop_start()
 
     # ------------------------------------------------------------ database side
 
@@ -380,12 +321,12 @@ class IngestWorker:
             return result
 
     def _acknowledge(self, batch: list[_Incoming]) -> None:
-        generation = self._generation
-        for m in batch:
-            # A message from an earlier connection cannot be acknowledged on this one;
-            # the broker redelivers it, and the writer finds it stored.
-            if m.qos > 0 and m.generation == generation:
-                self._client.ack(m.mid, m.qos)
+        # A message from an earlier connection cannot be acknowledged on this one;
+        # the broker redelivers it, and the writer finds it stored.
+        generation = self._client.generation
+        self._client.ack(
+            generation, [m.mid for m in batch if m.qos > 0 and m.generation == generation]
+        )
         self.metrics.backlog.dec(len(batch))
 
     def _count(self, result: WriteResult, batch: list[_Incoming]) -> None:
@@ -475,7 +416,8 @@ class IngestWorker:
 
         Raises what the writer thread raised, if it failed.
         """
-        self._connect()
+        network = threading.Thread(target=self._client.run, name="ingest-mqtt", daemon=True)
+        network.start()
         writer = threading.Thread(
             target=self._run_writer, args=(stop,), name="ingest-writer", daemon=True
         )
@@ -492,8 +434,8 @@ class IngestWorker:
             self._hand_over(_END, writer)
             writer.join()
         finally:
-            self._client.disconnect()
-            self._client.loop_stop()
+            self._client.stop()
+            network.join()
             self._verify_db.close()
         if self._writer_failure is not None:
             raise self._writer_failure
