@@ -76,6 +76,16 @@ async def test_expired_token_is_refused_as_expired(api: Api) -> None:
     await _refused(api, token, "TOKEN_EXPIRED")
 
 
+async def test_a_token_accepted_before_is_refused_once_it_expires(api: Api) -> None:
+    # Verified tokens are cached by their text: the cache must not outlive the token.
+    session = await api.sign_in(Wallet())
+    token = session["accessToken"]
+    profile = await api.client.get("/api/auth/profile", headers=bearer(token))
+    assert profile.status_code == 200, profile.text
+    api.clock.advance(api.settings.access_token_ttl_s + 1)
+    await _refused(api, token, "TOKEN_EXPIRED")
+
+
 async def test_tampered_token_is_refused(api: Api) -> None:
     session = await api.sign_in(Wallet())
     header, payload, signature = session["accessToken"].split(".")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import psycopg
 from cloud.tests.api_support import Api, error_code
 from cloud.tests.market_support import RecordedEvents, make_slot, set_state, trader
 
@@ -218,3 +219,45 @@ async def test_other_peoples_orders_are_hidden_or_anonymous(api: Api) -> None:
     own = await api.client.get(f"/api/timeslots/{slot}/bids", headers=alice.headers)
     assert own.json()["data"][0]["userId"] == alice.user_id
     assert (await api.client.get("/api/bids", headers=bob.headers)).json()["data"] == []
+
+
+async def test_orders_placed_at_the_same_moment_share_statements_yet_each_gets_its_own_answer(
+    api: Api,
+) -> None:
+    buyer = await trader(api, "import")
+    seller = await trader(api, "export")
+    slot = make_slot(api.database_url)
+    closed = make_slot(api.database_url, "closed")
+    same = {**buyer.headers, "Idempotency-Key": uuid.uuid4().hex}
+    requests = (
+        [("/api/bids", _bid(slot, buyer.meter_id, 100 + i), buyer.headers) for i in range(12)]
+        + [("/api/bids", _bid(slot, buyer.meter_id, 100), buyer.headers)] * 3  # identical
+        + [("/api/supplies", _bid(slot, seller.meter_id, 50 + i), seller.headers) for i in range(5)]
+        + [("/api/bids", _bid(slot, seller.meter_id), buyer.headers)] * 2  # not the buyer's meter
+        + [("/api/bids", _bid(closed, buyer.meter_id), buyer.headers)] * 2  # gate closed
+        + [("/api/bids", _bid(slot, buyer.meter_id, 777), same)] * 4  # one order, retried
+    )  # fmt: skip
+    answers = await asyncio.gather(
+        *(api.client.post(path, json=body, headers=headers) for path, body, headers in requests)
+    )
+
+    statuses = [a.status_code for a in answers]
+    assert statuses == [201] * 20 + [403] * 2 + [409] * 2 + [201] * 4
+    assert {error_code(a) for a in answers[20:24]} == {"FORBIDDEN", "TIMESLOT_EXPIRED"}
+    placed = [a.json()["data"] for a in answers[:20]]
+    for (_, body, _), order in zip(requests[:20], placed, strict=True):
+        assert (order["timeslotId"], order["meterId"]) == (body["timeslotId"], body["meterId"])
+        assert (order["quantityWh"], order["price"]) == (body["quantityWh"], body["price"])
+    assert len({o["id"] for o in placed}) == 20  # the identical three are three orders
+    retried = [a.json()["data"]["id"] for a in answers[24:]]
+    assert len(set(retried)) == 1
+    assert sorted(a.headers.get("idempotent-replayed", "") for a in answers[24:]) == [
+        "", "true", "true", "true"
+    ]  # fmt: skip
+    with psycopg.connect(api.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM orders WHERE timeslot_id IN (%s, %s)", (slot, closed)
+        ).fetchone()
+    assert row == (21,)
+    # Far fewer statements than requests: that is the point of batching.
+    assert api.app.state.order_placer.statements < len(requests) // 2

@@ -30,6 +30,7 @@ from gridclear.cloud.identity.roles import Role, Scope
 from gridclear.cloud.identity.tokens import TokenError
 
 __all__ = [
+    "API_GROUP",
     "CurrentPrincipal",
     "CurrentSession",
     "Principal",
@@ -85,12 +86,20 @@ async def hit_limit(services: Services, group: str, key: str) -> None:
     try:
         await services.limiter.hit(group, key)
     except RateLimitExceededError as exc:
-        services.metrics.rate_limited.labels(group).inc()
-        raise ApiError(
-            ErrorCode.RATE_LIMIT_EXCEEDED,
-            details={"group": group, "retryAfter": exc.retry_after_s},
-            headers={"Retry-After": str(exc.retry_after_s)},
-        ) from exc
+        raise _limited(services, exc.group, exc.retry_after_s) from exc
+
+
+def _limited(services: Services, group: str, retry_after_s: int) -> ApiError:
+    services.metrics.rate_limited.labels(group).inc()
+    return ApiError(
+        ErrorCode.RATE_LIMIT_EXCEEDED,
+        details={"group": group, "retryAfter": retry_after_s},
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+API_GROUP = "api"
+"""The group every API request counts in, per client address, exactly once."""
 
 
 def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
@@ -98,8 +107,20 @@ def rate_limit(group: str) -> Callable[[Request], Awaitable[None]]:
 
     async def limit(request: Request) -> None:
         await hit_limit(services_of(request), group, client_ip(request))
+        if group == API_GROUP:
+            request.state.api_counted = True
 
     return limit
+
+
+def _uncounted_client(request: Request) -> str | None:
+    """The client address, if the request has not yet counted in the ``api`` group.
+
+    Routers whose every route authenticates leave the per-address count to
+    :func:`current_principal`, which makes it in the same Redis round trip as
+    the identity's.
+    """
+    return None if getattr(request.state, "api_counted", False) else client_ip(request)
 
 
 @dataclass(frozen=True)
@@ -130,30 +151,59 @@ def _credentials(request: Request) -> str | None:
 
 
 async def current_principal(request: Request) -> Principal:
-    """The caller, or 401: no credentials, bad or expired token, revoked session, bad key."""
+    """The caller, or 401: no credentials, bad or expired token, revoked session, bad key.
+
+    The identity's rate limit is counted here too (429 past it). Called again
+    in the same request (directly or as a dependency), it answers from the first call.
+    """
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
     services = services_of(request)
     credentials = _credentials(request)
     if credentials is None:
         raise auth_failure(services, ErrorCode.AUTHENTICATION_REQUIRED)
+    client = _uncounted_client(request)
     if credentials.startswith(KEY_MARKER):
         principal = await _key_principal(services, credentials)
+        await _admit(services, principal.rate_key, client=client)
     else:
-        principal = await _token_principal(services, credentials)
-    await hit_limit(services, "identity", principal.rate_key)
+        principal = await _token_principal(services, credentials, client=client)
+    if client is not None:
+        request.state.api_counted = True
     request.state.principal = principal
     return principal
 
 
-async def _token_principal(services: Services, token: str) -> Principal:
+async def _admit(
+    services: Services, rate_key: str, *, client: str | None, revoked_key: str | None = None
+) -> None:
+    """One Redis round trip: the session not revoked, then the address and identity counted."""
+    hits = [(API_GROUP, client)] if client is not None else []
+    hits.append(("identity", rate_key))
+    admission = await services.limiter.admit(hits, revoked_key=revoked_key)
+    if admission.revoked:
+        raise auth_failure(services, ErrorCode.INVALID_TOKEN, "The session has been revoked")
+    if admission.limited_group is not None:
+        raise _limited(services, admission.limited_group, admission.retry_after_s)
+
+
+async def _token_principal(
+    services: Services, token: str, *, client: str | None = None
+) -> Principal:
+    """The session behind an access token; its identity (and ``client``) counted."""
     try:
         claims = services.tokens.verify(token)
     except TokenError as exc:
         code = ErrorCode.TOKEN_EXPIRED if exc.reason == "expired" else ErrorCode.INVALID_TOKEN
         raise auth_failure(services, code) from exc
-    if await services.revocations.is_revoked(claims.session_id):
-        raise auth_failure(services, ErrorCode.INVALID_TOKEN, "The session has been revoked")
-    async with services.pool.connection() as conn:
-        user = await accounts.get_user(conn, claims.user_id)
+    await _admit(
+        services,
+        f"user:{claims.user_id}",
+        client=client,
+        revoked_key=services.revocations.key(claims.session_id),
+    )
+    user = await services.users.get(claims.user_id)
     if user is None or user.disabled:
         raise auth_failure(services, ErrorCode.INVALID_TOKEN, "The account is not active")
     return Principal(
@@ -199,7 +249,10 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting signed-in users whose role is one of ``roles`` (else 403)."""
     allowed = frozenset(roles)
 
-    async def check(principal: CurrentSession, request: Request) -> Principal:
+    # The principal is resolved inside rather than as a sub-dependency: each
+    # level of FastAPI's dependency tree costs time on every request.
+    async def check(request: Request) -> Principal:
+        principal = await current_session(await current_principal(request), request)
         if principal.user.role not in allowed:
             raise auth_failure(
                 services_of(request),
@@ -215,7 +268,8 @@ def require_scope(*any_of: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting sessions, and API keys holding one of ``any_of``."""
     wanted = frozenset(any_of)
 
-    async def check(principal: CurrentPrincipal, request: Request) -> Principal:
+    async def check(request: Request) -> Principal:
+        principal = await current_principal(request)
         if not principal.scopes & wanted:
             raise auth_failure(
                 services_of(request),

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from gridclear.cloud.api.metrics import ApiMetrics
 from gridclear.cloud.api.ratelimit import RateLimiter
+from gridclear.cloud.identity.accounts import UserLoader
 from gridclear.cloud.identity.nonces import NonceStore
 from gridclear.cloud.identity.passwords import Passwords
 from gridclear.cloud.identity.sessions import SessionRevocations
@@ -40,6 +41,7 @@ class Services:
     revocations: SessionRevocations
     passwords: Passwords
     limiter: RateLimiter
+    users: UserLoader
     metrics: ApiMetrics
     started_monotonic: float = field(default_factory=time.monotonic)
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)

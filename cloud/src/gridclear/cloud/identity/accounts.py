@@ -7,6 +7,7 @@ account half made.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,17 +16,21 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
+from gridclear.cloud.batching import Coalescer
 from gridclear.cloud.identity.roles import Role
+from gridclear.cloud.storage.pool import Pool
 
 __all__ = [
     "AccountConflictError",
     "User",
+    "UserLoader",
     "add_credentials",
     "count_admins",
     "create_password_user",
     "get_password_hash",
     "get_user",
     "get_user_by_email",
+    "get_users",
     "link_wallet",
     "list_users",
     "set_password_hash",
@@ -86,6 +91,33 @@ async def get_user(conn: Conn, user_id: int) -> User | None:
     cur = await conn.execute(_SELECT_USER + " WHERE u.id = %s GROUP BY u.id", (user_id,))
     row = await cur.fetchone()
     return _user(row) if row else None
+
+
+async def get_users(conn: Conn, user_ids: Sequence[int]) -> dict[int, User]:
+    """The users among ``user_ids`` that exist, by id."""
+    cur = await conn.execute(
+        _SELECT_USER + " WHERE u.id = ANY(%s) GROUP BY u.id", (list(user_ids),)
+    )
+    return {row["id"]: _user(row) for row in await cur.fetchall()}
+
+
+class UserLoader:
+    """Users by id for authenticating requests: one query for all asked at once."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._batches: Coalescer[int, User | None] = Coalescer(
+            self._load, max_batch=256, max_concurrent=1
+        )
+
+    async def _load(self, user_ids: list[int]) -> list[User | None]:
+        async with self._pool.connection() as conn:
+            found = await get_users(conn, sorted(set(user_ids)))
+        return [found.get(user_id) for user_id in user_ids]
+
+    async def get(self, user_id: int) -> User | None:
+        """The user as stored now (never cached), or None."""
+        return await self._batches.submit(user_id)
 
 
 async def get_user_by_email(conn: Conn, email: str) -> User | None:

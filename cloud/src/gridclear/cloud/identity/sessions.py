@@ -154,7 +154,8 @@ class SessionRevocations:
         self._prefix = prefix
         self._ttl_s = int(access_ttl.total_seconds()) + 60
 
-    def _key(self, session_id: uuid.UUID) -> str:
+    def key(self, session_id: uuid.UUID) -> str:
+        """The Redis key that marks ``session_id`` revoked while it exists."""
         return f"{self._prefix}revoked-session:{session_id}"
 
     async def revoke(self, *session_ids: uuid.UUID) -> None:
@@ -162,8 +163,8 @@ class SessionRevocations:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for sid in session_ids:
-                pipe.set(self._key(sid), b"1", ex=self._ttl_s)
+                pipe.set(self.key(sid), b"1", ex=self._ttl_s)
             await pipe.execute()
 
     async def is_revoked(self, session_id: uuid.UUID) -> bool:
-        return bool(await self._redis.exists(self._key(session_id)))
+        return bool(await self._redis.exists(self.key(session_id)))

@@ -37,6 +37,7 @@ __all__ = [
     "MeterNotAllowedError",
     "OrderNotFoundError",
     "OrderRecord",
+    "OrderRequest",
     "OrderStateError",
     "SlotNotFoundError",
     "SlotNotOpenError",
@@ -52,6 +53,7 @@ __all__ = [
     "list_trades",
     "move_slot",
     "place_order",
+    "place_orders",
     "slot_from_row",
     "slots_needing_action",
 ]
@@ -318,6 +320,118 @@ async def _existing_for_key(
     if bytes(stored) != request_hash or row["side"] != side.value:
         raise IdempotencyMismatchError("this Idempotency-Key was used for a different request")
     return _order(row)
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """One order to place, as :func:`place_order` takes it."""
+
+    config: MarketConfig
+    user_id: int
+    side: Side
+    timeslot_id: int
+    meter_id: int
+    quantity_wh: int
+    price: int
+    idempotency_key: str | None = None
+    request_hash: bytes = b""
+
+
+def _same_order(row: dict[str, Any], request: OrderRequest) -> bool:
+    return bool(
+        row["user_id"] == request.user_id
+        and row["idempotency_key"] == request.idempotency_key
+        and row["timeslot_id"] == request.timeslot_id
+        and row["meter_id"] == request.meter_id
+        and row["side"] == request.side.value
+        and row["quantity_wh"] == request.quantity_wh
+        and row["price"] == request.price
+    )
+
+
+async def place_orders(
+    conn: Conn, requests: list[OrderRequest]
+) -> list[tuple[OrderRecord, bool] | Exception]:
+    """Place many orders (from concurrent requests), one outcome per request, in order.
+
+    Exactly :func:`place_order` for each, in far fewer round trips: the common
+    case of every request (slot open, meter the caller's, terms in bounds, a new
+    idempotency key) is one statement for all, with the slots locked ``FOR
+    SHARE`` as usual and time priority in the order given. Whatever that
+    statement did not insert (a retry, a refusal) then goes through
+    :func:`place_order` alone, which says exactly why. Requests for identical
+    orders are interchangeable, so returned rows are matched to requests by
+    their fields.
+    """
+    outcomes: list[tuple[OrderRecord, bool] | Exception | None] = [None] * len(requests)
+    candidates: list[int] = []
+    for index, request in enumerate(requests):
+        problem = request.config.quantity_problem(request.quantity_wh)
+        problem = problem or request.config.price_problem(request.price)
+        if problem is not None:
+            outcomes[index] = ValueError(problem)
+        else:
+            candidates.append(index)
+    if candidates:
+        chosen = [requests[i] for i in candidates]
+        cur = await conn.execute(
+            "WITH i AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],"  # noqa: S608 (fixed names)
+            " %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::bytea[], %s::int[])"
+            " AS t(slot, usr, meter, side, qty, price, key, hash, ord)),"
+            " s AS (SELECT id, price_floor, price_cap FROM timeslots"
+            " WHERE id IN (SELECT slot FROM i) AND state = 'open' FOR SHARE)"
+            " INSERT INTO orders (timeslot_id, user_id, meter_id, side, quantity_wh, price,"
+            " idempotency_key, request_hash)"
+            " SELECT i.slot, i.usr, i.meter, i.side, i.qty, i.price, i.key, i.hash"
+            " FROM i JOIN s ON s.id = i.slot AND i.price BETWEEN s.price_floor AND s.price_cap"
+            " WHERE EXISTS (SELECT 1 FROM meters m WHERE m.id = i.meter AND m.owner_id = i.usr"
+            " AND m.role = ANY(CASE WHEN i.side = 'buy' THEN ARRAY['import', 'both']"
+            " ELSE ARRAY['export', 'both'] END))"
+            " ORDER BY i.ord"
+            " ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
+            f" DO NOTHING RETURNING {_ORDER_COLUMNS}, idempotency_key",
+            (
+                [r.timeslot_id for r in chosen],
+                [r.user_id for r in chosen],
+                [r.meter_id for r in chosen],
+                [r.side.value for r in chosen],
+                [r.quantity_wh for r in chosen],
+                [r.price for r in chosen],
+                [r.idempotency_key for r in chosen],
+                [r.request_hash if r.idempotency_key is not None else None for r in chosen],
+                list(range(len(chosen))),
+            ),
+        )
+        rows = await cur.fetchall()
+        # Rows come back in insertion order in practice; matching by fields does not
+        # depend on it.
+        waiting = list(candidates)
+        for row in rows:
+            for position, index in enumerate(waiting):
+                if _same_order(row, requests[index]):
+                    del row["idempotency_key"]
+                    outcomes[index] = (_order(row), True)
+                    del waiting[position]
+                    break
+    for index, outcome in enumerate(outcomes):
+        if outcome is None:
+            request = requests[index]
+            try:
+                outcomes[index] = await place_order(
+                    conn,
+                    config=request.config,
+                    user_id=request.user_id,
+                    side=request.side,
+                    timeslot_id=request.timeslot_id,
+                    meter_id=request.meter_id,
+                    quantity_wh=request.quantity_wh,
+                    price=request.price,
+                    idempotency_key=request.idempotency_key,
+                    request_hash=request.request_hash,
+                )
+            except (MarketError, ValueError) as exc:
+                outcomes[index] = exc
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 async def place_order(

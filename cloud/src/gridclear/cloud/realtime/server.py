@@ -179,9 +179,8 @@ class RealtimeServer:
             raise auth_failure(
                 services, ErrorCode.FORBIDDEN, "Real-time events need a signed-in user's token"
             )
-        principal = await _token_principal(services, token)
-        await hit_limit(services, "identity", principal.rate_key)
-        return principal
+        # Checks the session's revocation and counts its identity's rate limit.
+        return await _token_principal(services, token)
 
     async def _on_disconnect(self, sid: str, reason: object = None) -> None:
         connection = self._connections.pop(sid, None)

@@ -17,6 +17,7 @@ from gridclear.cloud.market import store
 from gridclear.cloud.market.config import MarketConfig, load_config
 from gridclear.cloud.market.events import EventSink
 from gridclear.cloud.market.metrics import MarketMetrics
+from gridclear.cloud.market.placement import OrderPlacer
 
 __all__ = [
     "AUTH_ERRORS",
@@ -121,6 +122,15 @@ def market_metrics(request: Request, services: Services) -> MarketMetrics:
         metrics = MarketMetrics(services.metrics.registry)
         request.app.state.market_metrics = metrics
     return metrics
+
+
+def order_placer(request: Request, services: Services) -> OrderPlacer:
+    """The app's order placer (batching concurrent placements), made on first use."""
+    placer: OrderPlacer | None = getattr(request.app.state, "order_placer", None)
+    if placer is None:
+        placer = OrderPlacer(services.pool)
+        request.app.state.order_placer = placer
+    return placer
 
 
 def forget_config(request: Request) -> None:

@@ -40,6 +40,7 @@ from gridclear.cloud.api.routes._market import (
     market_config,
     market_error,
     market_metrics,
+    order_placer,
 )
 from gridclear.cloud.api.services import Services
 from gridclear.cloud.identity.roles import Scope
@@ -134,9 +135,8 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
     ) -> Ok[OrderOut]:
         config = await market_config(request, services)
         try:
-            async with services.pool.connection() as conn:
-                order, created = await store.place_order(
-                    conn,
+            order, created = await order_placer(request, services).place(
+                store.OrderRequest(
                     config=config,
                     user_id=principal.user.id,
                     side=side,
@@ -145,8 +145,9 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
                     quantity_wh=body.quantity_wh,
                     price=body.price,
                     idempotency_key=idempotency_key,
-                    request_hash=_request_hash(body),
+                    request_hash=_request_hash(body) if idempotency_key is not None else b"",
                 )
+            )
         except store.MarketError as exc:
             raise _refused(request, services, exc) from None
         except ValueError as exc:
