@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -72,6 +73,13 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     ingest.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
+    ingest.add_argument(
+        "--gc-interval-s",
+        type=float,
+        default=10.0,
+        help="seconds between garbage collections, run on a timer instead of Python's"
+        " automatic ones (0: leave Python's on; default: %(default)s)",
     )
     ingest.add_argument(
         "--migrate", action="store_true", help="apply pending migrations before starting"
@@ -167,8 +175,29 @@ def _ingest(args: argparse.Namespace) -> int:
     logging.getLogger(__name__).info(
         "ingest worker %s in group %s: %s", config.client_id, config.group, worker.readings_filter
     )
+    if args.gc_interval_s > 0:
+        threading.Thread(
+            target=_collect_on_a_timer, args=(stop, args.gc_interval_s), name="gc", daemon=True
+        ).start()
     worker.run(stop)
     return 0
+
+
+def _collect_on_a_timer(stop: threading.Event, every_s: float) -> None:
+    """Python's cyclic garbage collection every ``every_s`` instead of by allocation count.
+
+    A worker holds a few batches of parsed messages (tens of thousands of objects with
+    50 readings per message) and allocates as many again per batch; the automatic
+    collector then keeps traversing all of them, which measured a third of the
+    worker's CPU with 50 readings per message. Almost nothing here forms reference
+    cycles (whatever does is freed at the next timed collection), so the automatic
+    collector is switched off and a full collection runs on this timer instead.
+    """
+    gc.collect()
+    gc.freeze()  # what start-up created stays: not traversed again
+    gc.disable()
+    while not stop.wait(every_s):
+        gc.collect()
 
 
 def _db(func: Callable[[Any], Awaitable[_T]]) -> _T:
