@@ -180,9 +180,10 @@ def mqtt_qos1_rate(url: str, messages: int) -> float:
 
     The publisher keeps its window with a semaphore released on each PUBACK, not with
     paho's ``max_inflight_messages``: past that limit paho queues the message and, on
-    every PUBACK, rescans every message in flight to find the next one to send, which
-    with a window of 1000 costs more than the publishing itself (this benchmark
-    measured 7,200 msg/s that way, against about twice that with the semaphore).
+    every PUBACK, rescans every message in flight to find the next one to send (this
+    benchmark measured 7,200 msg/s that way, 8,000 to 12,700 with the semaphore). What
+    limits it then is the paho publisher's own CPU: the same subscriber takes over
+    30,000 msg/s from :func:`raw_qos1_rate`'s generator on the same machine.
     """
     topic = f"bench/{uuid.uuid4().hex[:8]}"
     counter = _Counter(url, topic, messages)
