@@ -261,3 +261,43 @@ async def test_orders_placed_at_the_same_moment_share_statements_yet_each_gets_i
     assert row == (21,)
     # Far fewer statements than requests: that is the point of batching.
     assert api.app.state.order_placer.statements < len(requests) // 2
+
+
+async def test_who_may_place_an_order(api: Api) -> None:
+    # Placing reads no account row up front (the order's statement checks it), so
+    # every way in is checked here: a disabled account, a revoked session, API keys.
+    buyer = await trader(api, "import")
+    slot = make_slot(api.database_url)
+    body = _bid(slot, buyer.meter_id)
+
+    keys = {}
+    for scopes in (["trading"], ["read"]):
+        created = await api.client.post(
+            "/api/keys", json={"name": "bot", "scopes": scopes}, headers=buyer.headers
+        )
+        assert created.status_code == 201, created.text
+        keys[scopes[0]] = created.json()["data"]["key"]
+    by_key = await api.client.post("/api/bids", json=body, headers={"X-API-Key": keys["trading"]})
+    assert by_key.status_code == 201, by_key.text
+    assert by_key.json()["data"]["userId"] == buyer.user_id
+    read_only = await api.client.post("/api/bids", json=body, headers={"X-API-Key": keys["read"]})
+    assert (read_only.status_code, error_code(read_only)) == (403, "FORBIDDEN")
+
+    with psycopg.connect(api.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE users SET disabled = true WHERE id = %s", (buyer.user_id,))
+    for headers in (buyer.headers, {**buyer.headers, "Idempotency-Key": "k1"}):
+        refused = await api.client.post("/api/bids", json=body, headers=headers)
+        assert (refused.status_code, error_code(refused)) == (401, "INVALID_TOKEN"), refused.text
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+    with psycopg.connect(api.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE users SET disabled = false WHERE id = %s", (buyer.user_id,))
+        stored = conn.execute(
+            "SELECT count(*) FROM orders WHERE user_id = %s", (buyer.user_id,)
+        ).fetchone()
+    assert stored == (1,)  # only the API key's
+
+    await api.client.post("/api/auth/logout", headers=buyer.headers)
+    revoked = await api.client.post("/api/bids", json=body, headers=buyer.headers)
+    assert (revoked.status_code, error_code(revoked)) == (401, "INVALID_TOKEN")
+    nobody = await api.client.post("/api/bids", json=body)
+    assert (nobody.status_code, error_code(nobody)) == (401, "AUTHENTICATION_REQUIRED")

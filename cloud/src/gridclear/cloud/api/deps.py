@@ -27,7 +27,7 @@ from gridclear.cloud.identity import accounts, keystore
 from gridclear.cloud.identity.accounts import User
 from gridclear.cloud.identity.apikeys import KEY_MARKER
 from gridclear.cloud.identity.roles import Role, Scope
-from gridclear.cloud.identity.tokens import TokenError
+from gridclear.cloud.identity.tokens import AccessClaims, TokenError
 
 __all__ = [
     "API_GROUP",
@@ -42,6 +42,7 @@ __all__ = [
     "require_role",
     "require_scope",
     "services_of",
+    "trading_user_id",
 ]
 
 _BEARER = {"WWW-Authenticate": 'Bearer realm="gridclear"'}
@@ -188,10 +189,10 @@ async def _admit(
         raise _limited(services, admission.limited_group, admission.retry_after_s)
 
 
-async def _token_principal(
+async def _admitted_claims(
     services: Services, token: str, *, client: str | None = None
-) -> Principal:
-    """The session behind an access token; its identity (and ``client``) counted."""
+) -> AccessClaims:
+    """A valid access token of a live session; its identity (and ``client``) counted."""
     try:
         claims = services.tokens.verify(token)
     except TokenError as exc:
@@ -203,6 +204,14 @@ async def _token_principal(
         client=client,
         revoked_key=services.revocations.key(claims.session_id),
     )
+    return claims
+
+
+async def _token_principal(
+    services: Services, token: str, *, client: str | None = None
+) -> Principal:
+    """The session behind an access token; its identity (and ``client``) counted."""
+    claims = await _admitted_claims(services, token, client=client)
     user = await services.users.get(claims.user_id)
     if user is None or user.disabled:
         raise auth_failure(services, ErrorCode.INVALID_TOKEN, "The account is not active")
@@ -269,13 +278,37 @@ def require_scope(*any_of: Scope) -> Callable[..., Awaitable[Principal]]:
     wanted = frozenset(any_of)
 
     async def check(request: Request) -> Principal:
-        principal = await current_principal(request)
-        if not principal.scopes & wanted:
-            raise auth_failure(
-                services_of(request),
-                ErrorCode.FORBIDDEN,
-                f"This API key lacks the scope {' or '.join(sorted(wanted))}",
-            )
-        return principal
+        return _scoped(request, await current_principal(request), wanted)
 
     return check
+
+
+def _scoped(request: Request, principal: Principal, wanted: frozenset[Scope]) -> Principal:
+    if not principal.scopes & wanted:
+        raise auth_failure(
+            services_of(request),
+            ErrorCode.FORBIDDEN,
+            f"This API key lacks the scope {' or '.join(sorted(wanted))}",
+        )
+    return principal
+
+
+async def trading_user_id(request: Request) -> int:
+    """Who places an order: a signed-in session, or an API key with the trading scope.
+
+    Every check of :func:`require_scope` is made, with one exception on the
+    market's busiest path: for a session, the account row is not read here.
+    The order's own statement checks that the account exists and is active (one
+    round trip for both) and the order is refused otherwise. Routes that use
+    the caller's role or profile take the full principal instead.
+    """
+    known: Principal | None = getattr(request.state, "principal", None)
+    credentials = _credentials(request) if known is None else None
+    if known is not None or credentials is None or credentials.startswith(KEY_MARKER):
+        principal = known or await current_principal(request)
+        return _scoped(request, principal, frozenset({Scope.TRADING})).user.id
+    client = _uncounted_client(request)
+    claims = await _admitted_claims(services_of(request), credentials, client=client)
+    if client is not None:
+        request.state.api_counted = True
+    return claims.user_id

@@ -8,6 +8,8 @@ series stays bounded whatever clients send; unmatched paths share one label.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -52,6 +54,20 @@ class ApiMetrics:
             ("group",),
             registry=self.registry,
         )
+
+        # Children by label values: labels() validates and locks on every call,
+        # and these two are updated on every request. Bounded like the series.
+        self._answered: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def answered(self, method: str, route: str, status: int, elapsed_s: float) -> None:
+        """Count one answered request and its time (``route`` is the template)."""
+        key = (method, route, str(status))
+        children = self._answered.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.latency.labels(method, route))
+            self._answered[key] = children
+        children[0].inc()
+        children[1].observe(elapsed_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

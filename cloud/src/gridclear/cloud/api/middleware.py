@@ -114,8 +114,7 @@ class RequestContext:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(elapsed)
+            self.metrics.answered(method, template, status, elapsed)
             client = scope.get("client")
             log.info(
                 "%s %s %d",

@@ -31,6 +31,7 @@ from gridclear.cloud.market.timeslots import TRANSITIONS, SlotState, SlotTimes
 
 __all__ = [
     "SLOT_COLUMNS",
+    "AccountInactiveError",
     "Conn",
     "IdempotencyMismatchError",
     "MarketError",
@@ -65,6 +66,12 @@ class MarketError(Exception):
     """Base of the market's refusals; ``reason`` is a stable code for metrics."""
 
     reason = "market"
+
+
+class AccountInactiveError(MarketError):
+    """The account placing an order does not exist or is disabled."""
+
+    reason = "account_inactive"
 
 
 class SlotNotFoundError(MarketError):
@@ -384,6 +391,7 @@ async def place_orders(
             " idempotency_key, request_hash)"
             " SELECT i.slot, i.usr, i.meter, i.side, i.qty, i.price, i.key, i.hash"
             " FROM i JOIN s ON s.id = i.slot AND i.price BETWEEN s.price_floor AND s.price_cap"
+            " JOIN users u ON u.id = i.usr AND NOT u.disabled"
             " WHERE EXISTS (SELECT 1 FROM meters m WHERE m.id = i.meter AND m.owner_id = i.usr"
             " AND m.role = ANY(CASE WHEN i.side = 'buy' THEN ARRAY['import', 'both']"
             " ELSE ARRAY['export', 'both'] END))"
@@ -449,9 +457,10 @@ async def place_order(
 ) -> tuple[OrderRecord, bool]:
     """Place an order; returns it and whether it is new (False: an idempotent retry).
 
-    Raises :class:`SlotNotFoundError`, :class:`SlotNotOpenError`,
-    :class:`MeterNotAllowedError`, :class:`IdempotencyMismatchError`, or
-    ``ValueError`` for quantity or price outside the market's bounds.
+    Raises :class:`AccountInactiveError`, :class:`SlotNotFoundError`,
+    :class:`SlotNotOpenError`, :class:`MeterNotAllowedError`,
+    :class:`IdempotencyMismatchError`, or ``ValueError`` for quantity or price
+    outside the market's bounds.
     """
     problem = config.quantity_problem(quantity_wh) or config.price_problem(price)
     if problem is not None:
@@ -469,7 +478,7 @@ async def place_order(
         "roles": wanted,
     }
     # The common case in one statement (one round trip): the slot is locked FOR
-    # SHARE and checked open, the meter checked, the order inserted. Anything else
+    # SHARE and checked open, the meter and the account checked, the order inserted. Anything else
     # (a retry, a closed slot, a foreign meter) takes the slow path below, which
     # says exactly why.
     cur = await conn.execute(
@@ -481,6 +490,7 @@ async def place_order(
         " idempotency_key, request_hash)"
         " SELECT s.id, %(user)s, %(meter)s, %(side)s, %(quantity)s, %(price)s, %(key)s, %(hash)s"
         " FROM s WHERE EXISTS (SELECT 1 FROM m)"
+        " AND EXISTS (SELECT 1 FROM users WHERE id = %(user)s AND NOT disabled)"
         " ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
         f" DO NOTHING RETURNING {_ORDER_COLUMNS}",
         values,
@@ -489,6 +499,10 @@ async def place_order(
     if row is not None:
         return _order(row), True
     async with conn.transaction():
+        cur = await conn.execute("SELECT disabled FROM users WHERE id = %s", (user_id,))
+        account = await cur.fetchone()
+        if account is None or account["disabled"]:
+            raise AccountInactiveError("The account is not active")
         if idempotency_key is not None:
             found = await _existing_for_key(conn, user_id, idempotency_key, request_hash, side)
             if found is not None:

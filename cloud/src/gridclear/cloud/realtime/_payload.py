@@ -6,6 +6,7 @@ No I/O here, so the rules are tested directly and the servers stay thin.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -75,6 +76,21 @@ def _default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not allowed in an event payload")
 
 
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _is_flat_json(data: Mapping[str, Any]) -> bool:
+    """Text keys and plain JSON scalars only (most events): nothing to convert or refuse.
+
+    Exact types: an enum or other subclass of ``str``/``int`` takes the full path.
+    """
+    return all(
+        type(key) is str
+        and (type(value) in _SCALARS or (type(value) is float and math.isfinite(value)))
+        for key, value in data.items()
+    )
+
+
 def jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
     """``data`` as plain JSON types, or :class:`BadRequestError` (``bad_payload``).
 
@@ -84,6 +100,8 @@ def jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(data, Mapping):
         raise BadRequestError("bad_payload", "an event payload is a JSON object")
+    if _is_flat_json(data):
+        return dict(data)
     try:
         text = json.dumps(data, default=_default, allow_nan=False)
     except (TypeError, ValueError) as exc:

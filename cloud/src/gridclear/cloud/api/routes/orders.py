@@ -28,7 +28,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import Field
 
-from gridclear.cloud.api.deps import Principal, ServicesDep, require_scope
+from gridclear.cloud.api.deps import (
+    Principal,
+    ServicesDep,
+    auth_failure,
+    require_scope,
+    services_of,
+    trading_user_id,
+)
 from gridclear.cloud.api.envelope import ApiModel, Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.api.routes._market import (
@@ -52,6 +59,7 @@ __all__ = ["bids_router", "supplies_router"]
 
 Trader = Annotated[Principal, Depends(require_scope(Scope.TRADING))]
 Reader = Annotated[Principal, Depends(require_scope(Scope.READ, Scope.TRADING))]
+TradingUserId = Annotated[int, Depends(trading_user_id)]
 Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
 Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY_WH)]
 Price = Annotated[int, Field(strict=True, ge=0, le=MAX_PRICE)]
@@ -84,8 +92,10 @@ class OrderAmendIn(ApiModel):
     price: Price | None = None
 
 
-def _out(order: store.OrderRecord, *, reveal: bool = True) -> OrderOut:
-    data = order_json(order)
+def _out(
+    order: store.OrderRecord, *, reveal: bool = True, data: dict[str, object] | None = None
+) -> OrderOut:
+    data = dict(data) if data is not None else order_json(order)
     if not reveal:
         data["userId"] = None
         data["meterId"] = None
@@ -101,11 +111,16 @@ def _terms_error(exc: ValueError) -> ApiError:
     return ApiError(ErrorCode.VALIDATION_ERROR, str(exc), details={"reason": "out_of_bounds"})
 
 
-async def _publish(request: Request, order: store.OrderRecord, action: str) -> None:
+async def _publish(
+    request: Request,
+    order: store.OrderRecord,
+    action: str,
+    data: dict[str, object] | None = None,
+) -> None:
     await safe_emit(
         events(request),
         order_event(order),
-        {**order_json(order), "action": action},
+        {**(data if data is not None else order_json(order)), "action": action},
         room=slot_room(order.timeslot_id),
     )
 
@@ -118,6 +133,8 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
         request: Request, services: Services, exc: store.MarketError | ValueError
     ) -> ApiError:
         """The error for a refusal, counted by its stable reason."""
+        if isinstance(exc, store.AccountInactiveError):
+            return auth_failure(services, ErrorCode.INVALID_TOKEN, "The account is not active")
         if isinstance(exc, store.MarketError):
             error, reason = market_error(exc), exc.reason
         else:
@@ -125,20 +142,20 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
         market_metrics(request, services).refusals.labels(side.value, reason).inc()
         return error
 
-    async def place(  # noqa: PLR0917 -- FastAPI passes the body and dependencies by name
+    async def place(
         body: OrderIn,
-        principal: Trader,
-        services: ServicesDep,
+        user_id: TradingUserId,
         request: Request,
         response: Response,
         idempotency_key: IdempotencyKey = None,
     ) -> Ok[OrderOut]:
+        services = services_of(request)
         config = await market_config(request, services)
         try:
             order, created = await order_placer(request, services).place(
                 store.OrderRequest(
                     config=config,
-                    user_id=principal.user.id,
+                    user_id=user_id,
                     side=side,
                     timeslot_id=body.timeslot_id,
                     meter_id=body.meter_id,
@@ -155,11 +172,12 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
         market_metrics(request, services).orders.labels(
             side.value, "placed" if created else "replayed"
         ).inc()
+        data = order_json(order)
         if created:
-            await _publish(request, order, "created")
+            await _publish(request, order, "created", data)
         else:
             response.headers["Idempotent-Replayed"] = "true"
-        return ok(_out(order))
+        return ok(_out(order, data=data))
 
     async def amend(
         order_id: int,
