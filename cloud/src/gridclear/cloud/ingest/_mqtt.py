@@ -178,8 +178,11 @@ class MqttSubscriber:
         self._on_subscribe = on_subscribe
         self._on_disconnect = on_disconnect
         self._generation = 0
+        self._live: int | None = None
+        """The generation of the connection that is up, None between connections."""
         self._lock = threading.Lock()
         self._acks: list[int] = []
+        """Packet ids to acknowledge on the live connection; emptied when it drops."""
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._stop = threading.Event()
@@ -201,7 +204,8 @@ class MqttSubscriber:
         if not packet_ids:
             return
         with self._lock:
-            if generation != self._generation:
+            # Not after the connection dropped either: the next one reuses packet ids.
+            if generation != self._live:
                 return
             self._acks.extend(packet_ids)
         self._wake()
@@ -277,6 +281,7 @@ class MqttSubscriber:
 
     def _drop(self, sock: socket.socket) -> None:
         with self._lock:
+            self._live = None
             self._acks.clear()
         with contextlib.suppress(OSError):
             sock.close()
@@ -382,6 +387,7 @@ class MqttSubscriber:
                 raise MqttProtocolError(f"the broker refused the connection (reason {code})")
             with self._lock:
                 self._generation += 1
+                self._live = self._generation
             self._reached = True
             if self._on_connect is not None:
                 self._on_connect(bool(body[0] & 1))
