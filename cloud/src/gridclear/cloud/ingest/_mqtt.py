@@ -244,8 +244,8 @@ class MqttSubscriber:
             try:
                 sock = self._open()
             except (OSError, MqttProtocolError) as error:
-                log.warning("mqtt: cannot connect to %s:%s: %s",
-                            self.options.host, self.options.port, error)  # fmt: skip
+                o = self.options
+                log.warning("mqtt: cannot connect to %s:%s: %s", o.host, o.port, error)
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.options.reconnect_max_s)
                 continue
@@ -254,6 +254,11 @@ class MqttSubscriber:
                 reason = "stopped"
             except (OSError, MqttProtocolError) as error:
                 reason = str(error) or type(error).__name__
+            except Exception as error:
+                # A bug here or in a callback must not end the network thread for good:
+                # log it, drop the connection (nothing unacknowledged is lost) and go on.
+                log.exception("mqtt: unexpected error; reconnecting")
+                reason = repr(error)
             finally:
                 self._drop(sock)
             if self._on_disconnect is not None:
@@ -361,7 +366,11 @@ class MqttSubscriber:
                 # Topic (2-byte length), packet id (QoS 1), properties (skipped), payload.
                 qos = (first >> 1) & 3
                 at = start + 2 + (buffer[start] << 8 | buffer[start + 1])
-                topic = buffer[start + 2 : at].decode()
+                if at > stop:
+                    raise MqttProtocolError("a malformed PUBLISH")
+                # A broker passes on only UTF-8 topics; anything else reaches the worker
+                # (and its quarantine as bad_topic) rather than breaking the connection.
+                topic = buffer[start + 2 : at].decode(errors="replace")
                 packet_id = 0
                 if qos == 1:
                     packet_id = buffer[at] << 8 | buffer[at + 1]
