@@ -8,6 +8,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 from cloud.tests.api_support import Api, Wallet, error_code, running_api, test_settings
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from gridclear.cloud.api.ratelimit import RateLimiter
+from gridclear.cloud.identity.accounts import UserLoader
+from gridclear.cloud.localservices import free_port
 
 
 async def test_unknown_path_and_wrong_method(api: Api) -> None:
@@ -166,3 +174,39 @@ async def test_openapi_documents_every_route_with_enveloped_errors(api: Api) -> 
                     assert ref == "#/components/schemas/Failure", (method, path, status)
     verify = schema["paths"]["/api/auth/verify"]["post"]["responses"]
     assert {"400", "401", "422", "429"} <= set(verify)
+
+
+async def test_a_dependency_that_does_not_answer_is_a_retryable_503(api: Api) -> None:
+    session = await api.sign_in(Wallet())
+    headers = {"Authorization": f"Bearer {session['accessToken']}"}
+    services = api.app.state.services
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+
+    redis = Redis.from_url(f"redis://{dead}/0", socket_connect_timeout=0.5)
+    working_limiter = services.limiter
+    services.limiter = RateLimiter(redis=redis, prefix="dead:", limits={"identity": "9/minute"})
+    try:
+        down = await api.client.get("/api/auth/profile", headers=headers)
+    finally:
+        services.limiter = working_limiter
+        await redis.aclose()
+    assert (down.status_code, error_code(down)) == (503, "SERVICE_UNAVAILABLE")
+    assert down.json()["error"]["details"] == {"dependency": "redis"}
+    assert down.headers["retry-after"] == "2"
+
+    pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
+        f"postgresql://nobody@{dead}/none", min_size=0, max_size=1, timeout=0.5, open=False
+    )
+    await pool.open(wait=False)
+    working_users = services.users
+    services.users = UserLoader(pool)
+    try:
+        down = await api.client.get("/api/auth/profile", headers=headers)
+    finally:
+        services.users = working_users
+        await pool.close()
+    assert (down.status_code, error_code(down)) == (503, "SERVICE_UNAVAILABLE")
+    assert down.json()["error"]["details"] == {"dependency": "database"}
+
+    back = await api.client.get("/api/auth/profile", headers=headers)
+    assert back.status_code == 200

@@ -25,11 +25,16 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -246,6 +251,16 @@ _HTTP_CODES = {
 }
 
 
+_OUTAGES: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    psycopg.OperationalError,
+    PoolTimeout,
+)
+"""A dependency that did not answer (refused, dropped, timed out, pool exhausted)."""
+_RETRY_AFTER_OUTAGE_S = 2
+
+
 def _install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -278,9 +293,33 @@ def _install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
         ]
         return _error_response(metrics, ApiError(ErrorCode.VALIDATION_ERROR, details=details))
 
+    async def dependency_down(request: Request, exc: Exception) -> JSONResponse:
+        # The database or Redis did not answer: a clear, retryable 503 (not the
+        # generic 500), logged without a traceback, counted by dependency.
+        dependency = "redis" if isinstance(exc, RedisError) else "database"
+        log.warning(
+            "%s unavailable answering %s %s: %s: %s",
+            dependency,
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            exc,
+        )
+        return _error_response(
+            metrics,
+            ApiError(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                f"The {dependency} is not answering; retry shortly",
+                details={"dependency": dependency},
+                headers={"Retry-After": str(_RETRY_AFTER_OUTAGE_S)},
+            ),
+        )
+
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    for outage in _OUTAGES:
+        app.add_exception_handler(outage, dependency_down)
 
 
 def _allowed_methods(request: Request) -> str:
