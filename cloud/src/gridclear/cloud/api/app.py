@@ -347,7 +347,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
     FastAPI documents validation errors as its own ``HTTPValidationError``; ours
     wear the envelope. Every operation can also answer 500, every operation with
-    a body 413, every rate-limited one 429; authenticated ones say how.
+    a body 413, every rate-limited one 429 and (its database or Redis down) 503;
+    authenticated ones say how.
     """
     if app.openapi_schema:
         return app.openapi_schema
@@ -378,6 +379,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             if path.startswith("/api/") and not path.startswith("/api/health"):
                 responses.setdefault(
                     "429", {**generic, "description": "Error: RATE_LIMIT_EXCEEDED"}
+                )
+                responses.setdefault(
+                    "503", {**generic, "description": "Error: SERVICE_UNAVAILABLE"}
                 )
             if "AUTHENTICATION_REQUIRED" in responses.get("401", {}).get("description", ""):
                 operation["security"] = [{"bearerAuth": []}, {"apiKey": []}]
