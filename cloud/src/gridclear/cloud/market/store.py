@@ -437,7 +437,7 @@ async def place_orders(
                     idempotency_key=request.idempotency_key,
                     request_hash=request.request_hash,
                 )
-            except (MarketError, ValueError) as exc:
+            except Exception as exc:  # that request's failure alone: the others stand
                 outcomes[index] = exc
     return [outcome for outcome in outcomes if outcome is not None]
 
