@@ -2,8 +2,9 @@
 
 Why not paho-mqtt: the worker needs only a small part of MQTT (connect with a
 persistent session, subscribe at QoS 1, receive, acknowledge after commit, keep
-alive, reconnect), and on that path paho costs more CPU per message than verifying
-its signature: it reads every packet with three or more ``recv`` calls, builds a
+alive, reconnect), and on that path paho took 39 % of the time a worker held the GIL
+with one reading per message (docs/INGEST.md, section 7): it reads every packet
+with three or more ``recv`` calls, builds a
 ``Properties`` object and a message object for each, matches the topic against its
 callback table, and sends each PUBACK on its own. Here a read takes whatever the
 socket has (many packets), a PUBLISH is parsed with a few slices, and the
