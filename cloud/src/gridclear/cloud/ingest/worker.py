@@ -3,9 +3,9 @@
 A message may be acknowledged to the broker only once its rows are committed;
 aiomqtt 2.5 acknowledges when its iterator hands a message out, so the worker uses
 its own small MQTT 5 client (:mod:`gridclear.cloud.ingest._mqtt`; paho-mqtt's
-``manual_ack`` does the same, at a CPU cost per message that limited the worker). With manual
-acknowledgement and a persistent session (MQTT 5, ``clean_start=False``, a session
-expiry), a worker killed at any moment loses nothing: the broker redelivers
+``manual_ack`` does the same, at a CPU cost per message that limited the worker).
+With manual acknowledgement and a persistent session (MQTT 5, ``clean_start=False``,
+a session expiry), a worker killed at any moment loses nothing: the broker redelivers
 whatever was not acknowledged when the same client id reconnects, and the writer
 skips what it had already committed.
 
