@@ -15,7 +15,7 @@ from gridclear.cloud.ingest.writer import BatchWriter
 from gridclear.cloud.intervals import refresh_intervals
 from gridclear.shared.keys import DeviceKey
 from gridclear.shared.protocol import ClockState, ReadingsPayload, sign_readings
-from gridclear.shared.readings import Reading
+from gridclear.shared.readings import Quality, Reading
 from gridclear.shared.topics import readings_topic
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a slot boundary
@@ -24,8 +24,15 @@ SLOT = 15 * 60 * 1000
 
 def _ingest(url: str, device_id: str, key: DeviceKey, meter: str) -> None:
     """Store 31 minutes of a flat 2000 W meter (one sample a minute) through the writer."""
+    flagged = {20: frozenset({Quality.ESTIMATED}), 22: frozenset({Quality.CLOCK_UNSYNCED})}
     readings = tuple(
-        Reading(meter=meter, ts_ms=T0 + m * 60_000, import_wh=2000 * m // 60, power_w=2000)
+        Reading(
+            meter=meter,
+            ts_ms=T0 + m * 60_000,
+            import_wh=2000 * m // 60,
+            power_w=2000,
+            quality=flagged.get(m, frozenset()),
+        )
         for m in range(31)
     )
     payload = ReadingsPayload(
@@ -100,6 +107,13 @@ async def test_operators_enrol_gateways_and_owners_see_only_their_meters(api: Ap
     raw = await api.client.get(f"/api/meters/{meter['id']}/readings", params=window, headers=owner)
     assert raw.status_code == 200, raw.text
     assert len(raw.json()["data"]) == 31
+    samples = raw.json()["data"]
+    assert [(s["quality"], s["qualityFlags"]) for s in samples[19:23]] == [
+        (0, []),
+        (1, ["estimated"]),
+        (0, []),
+        (8, ["clock_unsynced"]),
+    ]
     buckets = await api.client.get(
         f"/api/meters/{meter['id']}/readings", params={**window, "bucket": "15m"}, headers=owner
     )
@@ -107,6 +121,11 @@ async def test_operators_enrol_gateways_and_owners_see_only_their_meters(api: Ap
         (15, 466),
         (15, 966),
         (1, 1000),
+    ]
+    assert [b["qualityFlags"] for b in buckets.json()["data"]] == [
+        [],
+        ["estimated", "clock_unsynced"],
+        [],
     ]
     intervals = await api.client.get(
         f"/api/meters/{meter['id']}/intervals", params=window, headers=owner

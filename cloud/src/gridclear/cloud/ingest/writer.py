@@ -38,7 +38,8 @@ from typing import Any
 import psycopg
 
 from gridclear.cloud.ingest.verify import Accepted, IngestReason, Rejected, StatusUpdate
-from gridclear.shared.readings import Quality, Reading
+from gridclear.cloud.storage.quality import quality_bits
+from gridclear.shared.readings import Reading
 
 __all__ = ["QUARANTINE_BODY_BYTES", "BatchWriter", "WriteResult"]
 
@@ -50,12 +51,6 @@ QUARANTINE_BODY_BYTES = 16 * 1024
 _INT8_MAX = 2**63 - 1
 _MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _FLOAT4_MAX = 3.4e38
-_QUALITY_BITS = {
-    Quality.ESTIMATED: 1,
-    Quality.COUNTER_RESET: 2,
-    Quality.READ_ERROR: 4,
-    Quality.CLOCK_UNSYNCED: 8,
-}
 
 Item = Accepted | StatusUpdate | Rejected
 
@@ -209,13 +204,6 @@ def _phases(values: tuple[float, ...] | None) -> tuple[float | None, float | Non
         return None, None, None
     padded = (*values, None, None, None)
     return padded[0], padded[1], padded[2]
-
-
-def _quality(flags: frozenset[Quality]) -> int:
-    bits = 0
-    for flag in flags:
-        bits |= _QUALITY_BITS.get(flag, 0)
-    return bits
 
 
 def _rejected(message: Accepted, reason: IngestReason, detail: str) -> Rejected:
@@ -409,7 +397,7 @@ class BatchWriter:
                                 *_phases(r.voltage_v),
                                 *_phases(r.current_a),
                                 r.frequency_hz,
-                                _quality(r.quality),
+                                quality_bits(r.quality),
                                 pk,
                                 seq,
                             )

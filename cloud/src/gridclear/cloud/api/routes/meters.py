@@ -12,12 +12,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import Field
 
 from gridclear.cloud import devices
 from gridclear.cloud.api.deps import Principal, ServicesDep, require_scope
 from gridclear.cloud.api.envelope import ApiModel, Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.identity.roles import Role, Scope
+from gridclear.cloud.storage.quality import quality_flags
+from gridclear.shared.readings import Quality
 
 __all__ = ["router"]
 
@@ -81,6 +84,12 @@ class ReadingOut(ApiModel):
     samples: int = 1
     quality: int = 0
     """Quality bits: 1 estimated, 2 counter reset, 4 read error, 8 clock unsynchronised."""
+    quality_flags: list[Quality] = Field(default_factory=list)
+    """The same as the protocol's flag names; for a bucket, any sample's flags."""
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> ReadingOut:
+        return cls(**row, quality_flags=quality_flags(row["quality"]))
 
 
 class IntervalOut(ApiModel):
@@ -195,7 +204,7 @@ async def readings(  # noqa: PLR0917 -- FastAPI passes path, query and dependenc
                 (meter.id, start, end, MAX_RAW_POINTS),
             )
             rows: list[dict[str, Any]] = await cur.fetchall()
-            return ok([ReadingOut(**row) for row in rows])
+            return ok([ReadingOut.of(row) for row in rows])
         # date_bin works the same on plain PostgreSQL and on TimescaleDB hypertables.
         cur = await conn.execute(
             "SELECT date_bin(%s, ts, timestamptz 'epoch') AS ts,"
@@ -211,7 +220,7 @@ async def readings(  # noqa: PLR0917 -- FastAPI passes path, query and dependenc
             (timedelta(seconds=_BUCKETS[bucket]), meter.id, start, end, MAX_RAW_POINTS),
         )
         rows = await cur.fetchall()
-    return ok([ReadingOut(**row) for row in rows])
+    return ok([ReadingOut.of(row) for row in rows])
 
 
 @router.get(
