@@ -227,9 +227,12 @@ def _wait_subscribed(run_dir: Path, group: str) -> None:
 
 
 def run(ctx: BenchContext) -> list[Figure]:
-    scale = 10 if ctx.quick else 1
-    single = 60_000 // scale
-    batched = 10_000 // scale
+    scale = 40 if ctx.quick else 1
+    # Long enough (about 20 s per shape here) to include what happens only now and
+    # then: the workers' timed garbage collection (every 10 s), interval refreshes,
+    # PostgreSQL checkpoints.
+    single = 240_000 // scale
+    batched = 40_000 // scale
     url = _database(ctx.database_url)
     gateways = _gateways(url)
     prefix = f"bench/{uuid.uuid4().hex[:6]}/"
