@@ -464,3 +464,15 @@ async def test_two_api_processes_behind_one_redis_deliver_to_their_own_clients(
             assert await there.next() == ("user_notification", {"for": bob})
             for client in (here, there, alice_there):
                 assert await client.next() == ("sentinel", {"all": True})
+            # A burst emitted at one moment travels through Redis as one message (a
+            # batch); the other process delivers every event of it to its clients.
+            assert (await there.call("join_timeslot", 11))["success"] is True
+            await asyncio.gather(
+                *(
+                    served.events.emit("bid_update", {"id": n}, room="timeslot:11")
+                    for n in range(20)
+                )
+            )
+            burst = [await there.next() for _ in range(20)]
+            assert sorted(data["id"] for _, data in burst) == list(range(20))
+            assert {event for event, _ in burst} == {"bid_update"}

@@ -115,21 +115,22 @@ class RequestContext:
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
             self.metrics.answered(method, template, status, elapsed)
-            client = scope.get("client")
-            log.info(
-                "%s %s %d",
-                method,
-                path,
-                status,
-                extra={
-                    "method": method,
-                    "path": path,
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "client": client[0] if client else None,
-                },
-            )
+            if log.isEnabledFor(logging.INFO):  # the record's fields cost time to build
+                client = scope.get("client")
+                log.info(
+                    "%s %s %d",
+                    method,
+                    path,
+                    status,
+                    extra={
+                        "method": method,
+                        "path": path,
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "client": client[0] if client else None,
+                    },
+                )
             request_id_var.reset(token)
 
 

@@ -56,6 +56,10 @@ class FanoutError(RuntimeError):
     """An event could not be published to Redis (the local clients may have it)."""
 
 
+_BATCH_PREFIX = b"batch "
+"""A batch message is ``batch <host id> [<message>, ...]``."""
+
+
 class _Json:
     """The manager's codec for Redis messages: pydantic-core's JSON, not the stdlib's.
 
@@ -95,10 +99,15 @@ class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped 
         )
         self.subscribed = asyncio.Event()
         self.json = _Json
+        self._batch_mark = _BATCH_PREFIX + str(self.host_id).encode() + b" "
         # One batch at a time keeps events in the order they were emitted.
         self._publishes: Coalescer[Any, Any] = Coalescer(
             self._publish_batch, max_batch=512, max_concurrent=1
         )
+
+    def set_server(self, server: Any) -> None:
+        super().set_server(server)
+        self.json = _Json  # the stock manager takes the server's (stdlib) codec here
 
     def _redis_connect(self) -> None:
         super()._redis_connect()
@@ -111,8 +120,13 @@ class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped 
             if kind == "subscribe":
                 self.subscribed.set()
             elif kind == "message" and message.get("channel") == channel and "data" in message:
+                data = message["data"]
+                if isinstance(data, bytes) and data.startswith(self._batch_mark):
+                    continue  # our own batch: delivered here when it was emitted
+                if isinstance(data, bytes) and data.startswith(_BATCH_PREFIX):
+                    data = data[data.index(b"[") :]  # another instance's batch
                 try:
-                    decoded = self.json.loads(message["data"])
+                    decoded = self.json.loads(data)
                 except ValueError:
                     continue  # not ours to read; the stock listener skips it too
                 for item in decoded if isinstance(decoded, list) else (decoded,):
@@ -134,10 +148,16 @@ class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped 
         """Publish ``batch`` as one Redis message; two attempts, as stock.
 
         A single message goes out in the stock shape (a JSON object); several go
-        out as one JSON array of them, which every gridclear instance reads
-        (:meth:`_listen`): one publish and one delivery per instance for the lot.
+        out as ``batch <host id> `` and one JSON array of them, which every
+        gridclear instance reads (:meth:`_listen`): one publish and one delivery
+        per instance for the lot.
         """
-        payload = self.json.dumps(batch[0] if len(batch) == 1 else batch)
+        if len(batch) == 1:
+            payload = self.json.dumps(batch[0])
+        else:
+            # Marked with our host id up front, so that we skip our own batch when
+            # Redis hands it back without decoding it.
+            payload = self._batch_mark + self.json.dumps(batch)
         for retries_left in (1, 0):
             try:
                 if not self.connected:
