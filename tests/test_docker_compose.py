@@ -71,3 +71,49 @@ def test_published_ports_of_internal_services_stay_on_loopback(compose: dict[str
     for name in ("timescaledb", "redis"):
         for port in compose["services"][name].get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} to the world"
+
+
+CLOUD_SERVICES = ("migrate", "api", "ingest-1", "scheduler")
+
+
+def test_the_cloud_runs_from_one_image_built_here(compose: dict[str, Any]) -> None:
+    images = {compose["services"][name]["image"] for name in CLOUD_SERVICES}
+    assert len(images) == 1
+    build = compose["services"]["migrate"]["build"]
+    assert (REPO_ROOT / build["context"] / build["dockerfile"]).is_file()
+    dockerfile = (REPO_ROOT / build["dockerfile"]).read_text()
+    assert "uv sync --frozen --no-dev --package gridclear-cloud" in dockerfile
+    assert re.search(r"^USER gridclear$", dockerfile, re.MULTILINE), "the image runs as root"
+
+
+def test_the_cloud_waits_for_its_schema_and_servers(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["migrate"]["depends_on"]["timescaledb"]["condition"] == "service_healthy"
+    for name in ("api", "ingest-1", "scheduler"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == (
+            "service_completed_successfully"
+        )
+        assert services[name]["restart"] == "unless-stopped"
+        assert services[name]["environment"] == services["migrate"]["environment"]
+    assert services["ingest-1"]["depends_on"]["mosquitto"]["condition"] == "service_healthy"
+    for name in ("api", "scheduler"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_every_ingest_worker_has_its_own_client_id(compose: dict[str, Any]) -> None:
+    workers = [s for name, s in compose["services"].items() if name.startswith("ingest")]
+    ids = [s["command"][s["command"].index("--client-id") + 1] for s in workers]
+    assert ids
+    assert len(set(ids)) == len(ids)
+
+
+def test_the_cloud_reaches_the_servers_by_their_service_names(compose: dict[str, Any]) -> None:
+    environment = compose["services"]["api"]["environment"]
+    assert "@timescaledb:5432/" in environment["GRIDCLEAR_DATABASE_URL"]
+    assert "@redis:6379/" in environment["GRIDCLEAR_REDIS_URL"]
+    assert environment["GRIDCLEAR_MQTT_URL"].startswith("mqtt://gridclear-cloud:")
+    assert "@mosquitto:1883" in environment["GRIDCLEAR_MQTT_URL"]
+    acl = (REPO_ROOT / "deploy/mosquitto/acl").read_text()
+    assert "user gridclear-cloud" in acl
+    assert environment["GRIDCLEAR_ENV"] == "production"
+    assert compose["services"]["api"]["ports"] == ["127.0.0.1:8000:8000"]
