@@ -455,7 +455,10 @@ async def place_order(
     idempotency_key: str | None = None,
     request_hash: bytes = b"",
 ) -> tuple[OrderRecord, bool]:
-    """Place an order; returns it and whether it is new (False: an idempotent retry).
+    """Place one order; returns it and whether it is new (False: an idempotent retry).
+
+    The exact path, one check at a time, for what :func:`place_orders` could not
+    place in its one statement, and for callers placing a single order.
 
     Raises :class:`AccountInactiveError`, :class:`SlotNotFoundError`,
     :class:`SlotNotOpenError`, :class:`MeterNotAllowedError`,
@@ -475,29 +478,9 @@ async def place_order(
         "price": price,
         "key": idempotency_key,
         "hash": request_hash if idempotency_key is not None else None,
-        "roles": wanted,
     }
-    # The common case in one statement (one round trip): the slot is locked FOR
-    # SHARE and checked open, the meter and the account checked, the order inserted. Anything else
-    # (a retry, a closed slot, a foreign meter) takes the slow path below, which
-    # says exactly why.
-    cur = await conn.execute(
-        "WITH s AS (SELECT id FROM timeslots WHERE id = %(slot)s AND state = 'open'"  # noqa: S608 (fixed names)
-        " AND %(price)s BETWEEN price_floor AND price_cap FOR SHARE),"
-        " m AS (SELECT 1 FROM meters WHERE id = %(meter)s AND owner_id = %(user)s"
-        " AND role = ANY(%(roles)s))"
-        " INSERT INTO orders (timeslot_id, user_id, meter_id, side, quantity_wh, price,"
-        " idempotency_key, request_hash)"
-        " SELECT s.id, %(user)s, %(meter)s, %(side)s, %(quantity)s, %(price)s, %(key)s, %(hash)s"
-        " FROM s WHERE EXISTS (SELECT 1 FROM m)"
-        " AND EXISTS (SELECT 1 FROM users WHERE id = %(user)s AND NOT disabled)"
-        " ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
-        f" DO NOTHING RETURNING {_ORDER_COLUMNS}",
-        values,
-    )
-    row = await cur.fetchone()
-    if row is not None:
-        return _order(row), True
+    # Each check on its own, so that a refusal says exactly why. The common case of
+    # many orders at once is place_orders' single statement, which falls back here.
     async with conn.transaction():
         cur = await conn.execute("SELECT disabled FROM users WHERE id = %s", (user_id,))
         account = await cur.fetchone()
