@@ -185,8 +185,8 @@ def _run_shape(
         log = ctx.run_dir / f"ingest-worker-{group}-{i}.log"
         argv = [
             CLI, "ingest", "--database-url", url, "--mqtt-url", ctx.mqtt_url,
-            "--group", group, "--client-id", f"{group}-{i}", "--topic-prefix", prefix,
-            "--interval-refresh-s", "0",
+            "--group", group, "--client-id", f"gridclear-cloud:{group}-{i}",
+            "--topic-prefix", prefix, "--interval-refresh-s", "0",
         ]  # fmt: skip
         workers.append(spawn_child(argv, log_path=log, cwd=ctx.run_dir))
     try:

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
+from gridclear.cloud.ingest.worker import check_client_id
+from gridclear.shared.topics import validate_device_id
 from pytest_gridclear import REPO_ROOT
 
 CORE_SERVICES = ("timescaledb", "redis", "mosquitto")
@@ -48,7 +50,11 @@ def test_broker_runs_the_policy_the_tests_run(compose: dict[str, Any]) -> None:
 
 
 def test_repository_files_it_mounts_exist(compose: dict[str, Any]) -> None:
-    operator_made = {"./deploy/mosquitto/passwd", "./deploy/mosquitto/certs"}
+    operator_made = {
+        "./deploy/mosquitto/passwd",
+        "./deploy/mosquitto/passwd-cloud",
+        "./deploy/mosquitto/certs",
+    }
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
@@ -105,6 +111,11 @@ def test_every_ingest_worker_has_its_own_client_id(compose: dict[str, Any]) -> N
     ids = [s["command"][s["command"].index("--client-id") + 1] for s in workers]
     assert ids
     assert len(set(ids)) == len(ids)
+    for client_id in ids:
+        # Never an id a gateway could connect with (tests/test_broker_security.py).
+        with pytest.raises(ValueError, match="must be 1-64 characters"):
+            validate_device_id(client_id)
+        assert check_client_id(client_id) == client_id
 
 
 def test_the_cloud_reaches_the_servers_by_their_service_names(compose: dict[str, Any]) -> None:
@@ -113,7 +124,7 @@ def test_the_cloud_reaches_the_servers_by_their_service_names(compose: dict[str,
     assert "@redis:6379/" in environment["GRIDCLEAR_REDIS_URL"]
     assert environment["GRIDCLEAR_MQTT_URL"].startswith("mqtt://gridclear-cloud:")
     assert "@mosquitto:1883" in environment["GRIDCLEAR_MQTT_URL"]
-    acl = (REPO_ROOT / "deploy/mosquitto/acl").read_text()
+    acl = (REPO_ROOT / "deploy/mosquitto/acl-cloud").read_text()
     assert "user gridclear-cloud" in acl
     assert environment["GRIDCLEAR_ENV"] == "production"
     assert compose["services"]["api"]["ports"] == ["127.0.0.1:8000:8000"]

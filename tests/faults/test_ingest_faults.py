@@ -41,7 +41,7 @@ class WorkerProcess:
             "ingest",
             "--database-url", database_url,
             "--mqtt-url", mqtt_url,
-            "--client-id", f"fault-{uuid.uuid4().hex[:8]}",
+            "--client-id", f"gridclear-cloud:fault-{uuid.uuid4().hex[:8]}",
             "--group", f"g{uuid.uuid4().hex[:8]}",
             "--topic-prefix", prefix,
             "--interval-refresh-s", "0",

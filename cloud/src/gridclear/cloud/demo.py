@@ -215,7 +215,7 @@ def _start_system(
     print("  starting the ingest worker and the API ...", flush=True)
     supervisor.start(
         "ingest",
-        [_tool("gridclear-cloud"), "ingest", "--client-id", "demo-ingest-1"],
+        [_tool("gridclear-cloud"), "ingest", "--client-id", "gridclear-cloud:demo-ingest-1"],
         env=child_env,
     )
     api_port = free_port()

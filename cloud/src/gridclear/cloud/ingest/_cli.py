@@ -30,6 +30,15 @@ def _url(value: str | None, variable: str, what: str) -> str:
     return url
 
 
+def _client_id(value: str) -> str:
+    from gridclear.cloud.ingest.worker import check_client_id
+
+    try:
+        return check_client_id(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``ingest`` and ``devices`` to the ``gridclear-cloud`` parser."""
     from gridclear.cloud.ingest.worker import WorkerConfig, default_client_id
@@ -53,11 +62,12 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     ingest.add_argument(
         "--client-id",
+        type=_client_id,
         default=None,
         help=(
             "MQTT client id; unique per worker and stable across restarts, so the broker "
-            "redelivers what a stopped worker did not acknowledge (default: "
-            "gridclear-ingest-<hostname>)"
+            "redelivers what a stopped worker did not acknowledge, and with a ':' so that "
+            "it can never be a gateway's device id (default: gridclear-cloud:ingest-<hostname>)"
         ),
     )
     ingest.add_argument(

@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import re
 import socket
 import ssl
 import threading
@@ -57,16 +58,48 @@ from gridclear.cloud.ingest.writer import BatchWriter, Item, WriteResult
 from gridclear.cloud.intervals.compute import DEFAULT_MAX_GAP_MS
 from gridclear.cloud.intervals.maintain import refresh_intervals
 from gridclear.shared.intervals import DEFAULT_SLOT_MS
-from gridclear.shared.topics import PREFIX
+from gridclear.shared.topics import DEVICE_ID_PATTERN, PREFIX
 
-__all__ = ["IngestWorker", "WorkerConfig", "default_client_id"]
+__all__ = [
+    "CLOUD_CLIENT_ID_PREFIX",
+    "IngestWorker",
+    "WorkerConfig",
+    "check_client_id",
+    "default_client_id",
+]
 
 log = logging.getLogger(__name__)
 
 
+CLOUD_CLIENT_ID_PREFIX = "gridclear-cloud:"
+"""Where the cloud's MQTT client ids begin. No device id contains a ``:``
+(:data:`~gridclear.shared.topics.DEVICE_ID_PATTERN`), and the broker gives every gateway
+its user name, its device id, as client id; so no gateway can hold, take over or knock
+off a session whose id has a ``:``."""
+
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+
+
 def default_client_id() -> str:
-    """``gridclear-ingest-<host>``: stable across restarts, as a persistent session needs."""
-    return f"gridclear-ingest-{socket.gethostname()}"[:64]
+    """``gridclear-cloud:ingest-<host>``: stable across restarts, as a persistent session
+    needs, and never a device id (:func:`check_client_id`)."""
+    return f"{CLOUD_CLIENT_ID_PREFIX}ingest-{socket.gethostname()}"[:64]
+
+
+def check_client_id(client_id: str) -> str:
+    """``client_id`` if no gateway could ever connect with it; ValueError saying why otherwise.
+
+    A worker's session holds the readings the broker has sent it and not yet seen
+    acknowledged. If a gateway could take that session, the broker would route the
+    readings to the gateway, refuse them under its ACL and drop them. The broker binds
+    a gateway's client id to its device id, so an id that is not a device id is safe.
+    """
+    if not client_id or _DEVICE_ID.fullmatch(client_id):
+        raise ValueError(
+            f"MQTT client id {client_id!r} could be a gateway's device id; give the cloud's "
+            f"clients ids with a ':', such as {CLOUD_CLIENT_ID_PREFIX}ingest-1"
+        )
+    return client_id
 
 
 @dataclass(frozen=True)
