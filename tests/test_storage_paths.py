@@ -13,7 +13,15 @@ import os
 
 import psycopg
 from cloud.tests.api_support import fresh_database
-from cloud.tests.ingest_support import Gateway, Publisher, count, register, running_worker, wait_for
+from cloud.tests.ingest_support import (
+    RECENT_MS,
+    Gateway,
+    Publisher,
+    count,
+    register,
+    running_worker,
+    wait_for,
+)
 
 from gridclear.cloud import env
 from gridclear.cloud.storage.migrations import migrate
@@ -70,7 +78,7 @@ def test_schema_path_and_ingest_on_this_server(
             with running_worker(url, mqtt_url, mqtt_topic_prefix):
                 for i in range(5):
                     reading = Reading(
-                        meter="m1", ts_ms=1_767_225_600_000 + i * 60_000, import_wh=1000 + i * 33
+                        meter="m1", ts_ms=RECENT_MS + i * 60_000, import_wh=1000 + i * 33
                     )
                     publisher.send(gateway, gateway.sign([reading]))
                 wait_for(

@@ -22,12 +22,14 @@ from psycopg.rows import dict_row
 
 from gridclear.cloud import devices
 from gridclear.cloud.ingest.worker import IngestWorker, WorkerConfig
+from gridclear.shared.intervals import slot_start
 from gridclear.shared.keys import DeviceKey
 from gridclear.shared.protocol import ClockState, ReadingsPayload, SignedMessage, sign_readings
 from gridclear.shared.readings import Reading
 from gridclear.shared.topics import readings_topic, status_topic
 
 __all__ = [
+    "RECENT_MS",
     "Gateway",
     "Publisher",
     "count",
@@ -36,6 +38,11 @@ __all__ = [
     "running_worker",
     "wait_for",
 ]
+
+
+RECENT_MS = slot_start(time.time_ns() // 1_000_000) - 12 * 3600 * 1000
+"""A slot boundary half a day ago: sample times that are plausible and signed by a key
+registered now (keys are valid from a day before their registration)."""
 
 
 def run_db(url: str, func: Callable[[Any], Any]) -> Any:
@@ -76,7 +83,7 @@ class Gateway:
                     # One sample a second from a fixed start: distinct times per message.
                     Reading(
                         meter=self.meter,
-                        ts_ms=1_767_225_600_000 + self.seq * 1000,
+                        ts_ms=RECENT_MS + self.seq * 1000,
                         import_wh=1000 + self.seq,
                         power_w=5,
                     )

@@ -10,6 +10,7 @@ from typing import Literal
 import psycopg
 import pytest
 from cloud.tests.ingest_support import (
+    RECENT_MS,
     Gateway,
     Publisher,
     count,
@@ -60,7 +61,7 @@ def test_each_message_is_stored_once_with_its_readings_and_raw_bytes(
     gateway = _gateway(migrated_db)
     messages = []
     for i in range(40):
-        now = 1_767_225_600_000 + i * 3000
+        now = RECENT_MS + i * 3000
         readings = [
             Reading(meter="m1", ts_ms=now, import_wh=5000 + i, export_wh=7, power_w=1200),
             Reading(meter="m2", ts_ms=now + 1, import_wh=100 + i, voltage_v=(230.1, 231.0, 229.9)),

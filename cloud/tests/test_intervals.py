@@ -6,7 +6,14 @@ from __future__ import annotations
 import uuid
 
 import psycopg
-from cloud.tests.ingest_support import Gateway, Publisher, register, running_worker, wait_for
+from cloud.tests.ingest_support import (
+    RECENT_MS,
+    Gateway,
+    Publisher,
+    register,
+    running_worker,
+    wait_for,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,7 +21,7 @@ from gridclear.cloud.intervals import RegisterSample, affected_slots, slot_energ
 from gridclear.shared.readings import Reading
 
 SLOT = 15 * 60 * 1000
-T0 = 1_767_225_600_000  # a slot boundary (2026-01-01T00:00Z)
+T0 = RECENT_MS  # a slot boundary, half a day ago
 
 
 def _flat(watts: int, start_ms: int, end_ms: int, step_ms: int) -> list[RegisterSample]:

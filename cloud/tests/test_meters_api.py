@@ -5,9 +5,11 @@ nobody else's; the one-time token works once."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import psycopg
 from cloud.tests.api_support import Api, bearer, error_code
+from cloud.tests.ingest_support import RECENT_MS
 
 from gridclear.cloud.ingest.keys import KeyCache
 from gridclear.cloud.ingest.verify import classify
@@ -18,7 +20,7 @@ from gridclear.shared.protocol import ClockState, ReadingsPayload, sign_readings
 from gridclear.shared.readings import Quality, Reading
 from gridclear.shared.topics import readings_topic
 
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a slot boundary
+T0 = RECENT_MS  # a slot boundary, half a day ago
 SLOT = 15 * 60 * 1000
 
 
@@ -46,12 +48,16 @@ def _ingest(url: str, device_id: str, key: DeviceKey, meter: str) -> None:
     token = sign_readings(payload, key).token.encode()
     with psycopg.connect(url, autocommit=True) as conn:
         keys = KeyCache().refresh(conn)
-        item = classify(readings_topic(device_id), token, keys=keys, received_ms=T0)
+        item = classify(readings_topic(device_id), token, keys=keys, received_ms=T0 + 32 * 60_000)
         writer = BatchWriter(url)
         result = writer.write([item])
         writer.close()
         assert result.stored_readings == 31
         refresh_intervals(conn)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 async def _operator(api: Api) -> str:
@@ -103,7 +109,7 @@ async def test_operators_enrol_gateways_and_owners_see_only_their_meters(api: Ap
     mine = (await api.client.get("/api/my/meters", headers=owner)).json()["data"]
     assert [(m["id"], m["role"], m["importWh"]) for m in mine] == [(meter["id"], "both", 1000)]
 
-    window = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T01:00:00Z"}
+    window = {"from": _iso(T0), "to": _iso(T0 + 4 * SLOT)}
     raw = await api.client.get(f"/api/meters/{meter['id']}/readings", params=window, headers=owner)
     assert raw.status_code == 200, raw.text
     assert len(raw.json()["data"]) == 31

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from cloud.tests.ingest_support import Gateway, Publisher, count, register, wait_for
+from cloud.tests.ingest_support import (
+    RECENT_MS,
+    Gateway,
+    Publisher,
+    count,
+    register,
+    wait_for,
+)
 from psycopg import sql
 
 from gridclear.cloud.localservices import PostgresServer, spawn_child
@@ -82,7 +89,7 @@ def fault_db(local_postgres: PostgresServer) -> Iterator[str]:
 def _stream(publisher: Publisher, gateway: Gateway, total: int, done: threading.Event) -> None:
     """Publish ``total`` messages, paced, each with 2 readings, as a gateway would."""
     for i in range(total):
-        ts = 1_767_225_600_000 + i * 2000
+        ts = RECENT_MS + i * 2000
         readings = [
             Reading(meter="a", ts_ms=ts, import_wh=i),
             Reading(meter="b", ts_ms=ts, import_wh=2 * i),

@@ -11,6 +11,12 @@ A register that goes backwards is a reset or a meter swap: the series is cut
 there, and an interval that spans the cut is marked ``counter_reset`` and counts
 only the energy measured on either side of the cut (a lower bound), never a
 negative difference.
+
+A gap between two samples longer than ``max_span_ms`` (when given) also cuts the
+series, and nothing is interpolated across it: the slots inside such a gap get no
+energy at all, not a guess spread over years. This is also what bounds the work: the
+slots computed lie within ``max_span_ms`` of a sample, so their number grows with the
+samples given, never with the time between them.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = [
     "interval_energy",
     "register_at",
     "slot_start",
+    "split_at_gaps",
     "split_at_resets",
 ]
 
@@ -89,6 +96,17 @@ def register_at(run: Sequence[Sample], at_ms: int) -> tuple[int, bool] | None:
     return v0 + (v1 - v0) * (at_ms - t0) // (t1 - t0), True
 
 
+def split_at_gaps(samples: Sequence[Sample], max_span_ms: int) -> list[list[Sample]]:
+    """Time-sorted ``samples`` cut wherever two neighbours are over ``max_span_ms`` apart."""
+    segments: list[list[Sample]] = []
+    for sample in samples:
+        if segments and sample[0] - segments[-1][-1][0] <= max_span_ms:
+            segments[-1].append(sample)
+        else:
+            segments.append([sample])
+    return segments
+
+
 @dataclass(frozen=True)
 class IntervalEnergy:
     start_ms: int
@@ -102,14 +120,25 @@ class IntervalEnergy:
 
 
 def interval_energy(
-    samples: Iterable[Sample], *, slot_ms: int = DEFAULT_SLOT_MS
+    samples: Iterable[Sample], *, slot_ms: int = DEFAULT_SLOT_MS, max_span_ms: int | None = None
 ) -> list[IntervalEnergy]:
     """The energy of every interval fully covered by the samples, in time order.
 
     An interval is covered when samples exist at or before its start and at or
-    after its end (across resets too).
+    after its end (across resets too), with no gap over ``max_span_ms`` (when
+    given, at least ``slot_ms``) between them.
     """
     _check_slot(slot_ms)
+    ordered = sorted(samples, key=lambda s: s[0])
+    if max_span_ms is None:
+        return _covered(ordered, slot_ms)
+    if max_span_ms < slot_ms:
+        raise ValueError(f"the longest span must be at least a slot, not {max_span_ms} ms")
+    # Two segments never cover the same interval: the gap between them is over a slot.
+    return [iv for part in split_at_gaps(ordered, max_span_ms) for iv in _covered(part, slot_ms)]
+
+
+def _covered(samples: Iterable[Sample], slot_ms: int) -> list[IntervalEnergy]:
     runs = split_at_resets(samples)
     if not runs:
         return []

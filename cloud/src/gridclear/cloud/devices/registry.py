@@ -212,6 +212,16 @@ async def issue_enrolment_token(
     return EnrolmentToken(token=token, device_id=device_id, expires_at=row["expires_at"])
 
 
+_KEY_VALID_BEFORE_REGISTRATION = timedelta(days=1)
+"""How long before its registration a key's signatures count (its ``valid_from``).
+
+Not zero: a gateway's clock may run a little behind the cloud's, and a gateway may
+sign (and keep in its outbox) readings between creating its key and the operator
+registering it. Not open: the key did not exist before, so a message that claims an
+older signing time (a clock reset to 1970, a forged date) is refused (``key_not_valid``).
+"""
+
+
 def _public_key(x: str) -> PublicKey:
     try:
         return PublicKey.from_b64url(x)
@@ -235,8 +245,9 @@ async def _insert_key(conn: Conn, *, pk: int, key: PublicKey, source: str) -> No
         (pk,),
     )
     await conn.execute(
-        "INSERT INTO device_keys (kid, device_pk, public_key, source) VALUES (%s, %s, %s, %s)",
-        (key.kid, pk, key.raw, source),
+        "INSERT INTO device_keys (kid, device_pk, public_key, source, valid_from)"
+        " VALUES (%s, %s, %s, %s, now() - %s)",
+        (key.kid, pk, key.raw, source, _KEY_VALID_BEFORE_REGISTRATION),
     )
 
 

@@ -14,9 +14,12 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gridclear.cloud import env
+
+if TYPE_CHECKING:
+    from gridclear.cloud.ingest.worker import WorkerConfig
 
 __all__ = ["add_ingest_commands"]
 
@@ -75,12 +78,7 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     ingest.add_argument("--batch-max", type=int, default=defaults.batch_max)
     ingest.add_argument("--receive-maximum", type=int, default=defaults.receive_maximum)
-    ingest.add_argument(
-        "--interval-refresh-s",
-        type=float,
-        default=defaults.interval_refresh_s,
-        help="seconds between interval energy updates (0: never; default: %(default)s)",
-    )
+    _add_bounds(ingest, defaults)
     ingest.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
     )
@@ -153,9 +151,47 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     meter.set_defaults(handler=_devices_meter)
 
 
+def _add_bounds(ingest: argparse.ArgumentParser, defaults: WorkerConfig) -> None:
+    """Interval upkeep, and the options that bound what one message or refresh can cost."""
+    ingest.add_argument(
+        "--interval-refresh-s",
+        type=float,
+        default=defaults.interval_refresh_s,
+        help="seconds between interval energy updates (0: never; default: %(default)s)",
+    )
+    ingest.add_argument(
+        "--interval-refresh-slots",
+        type=int,
+        default=defaults.refresh_slots,
+        help="slots one interval refresh walks at most, the rest waits (default: %(default)s)",
+    )
+    ingest.add_argument(
+        "--interval-max-span-days",
+        type=float,
+        default=defaults.max_span_ms / 86_400_000,
+        help="longest gap between a meter's samples that interval energy is interpolated"
+        " over; slots in a longer gap get none (default: %(default)s)",
+    )
+    ingest.add_argument(
+        "--max-clock-ahead-s",
+        type=float,
+        default=defaults.time_window.max_ahead_ms / 1000,
+        help="how far after its receipt (or signing) a message's times may lie;"
+        " later ones are quarantined as implausible_time (default: %(default)s)",
+    )
+    ingest.add_argument(
+        "--max-reading-age-days",
+        type=float,
+        default=defaults.time_window.max_age_ms / 86_400_000,
+        help="how far before its receipt (or signing) a reading may lie, outbox backlogs"
+        " included; older ones are quarantined as implausible_time (default: %(default)s)",
+    )
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
+    from gridclear.cloud.ingest.plausibility import TimeWindow
     from gridclear.cloud.ingest.worker import IngestWorker, WorkerConfig
     from gridclear.cloud.storage.migrations import migrate
 
@@ -173,6 +209,12 @@ def _ingest(args: argparse.Namespace) -> int:
         batch_max=args.batch_max,
         receive_maximum=args.receive_maximum,
         interval_refresh_s=args.interval_refresh_s,
+        refresh_slots=args.interval_refresh_slots,
+        max_span_ms=round(args.interval_max_span_days * 86_400_000),
+        time_window=TimeWindow(
+            max_ahead_ms=round(args.max_clock_ahead_s * 1000),
+            max_age_ms=round(args.max_reading_age_days * 86_400_000),
+        ),
     )
     if args.migrate:
         migrate(database_url)

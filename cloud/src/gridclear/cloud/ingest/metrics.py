@@ -62,3 +62,8 @@ class IngestMetrics:
             "Interval energy slots (re)computed",
             registry=r,
         )
+        self.keys_unreadable = Gauge(
+            "gridclear_ingest_keys_unreadable",
+            "Device keys left out at the last key load because a value could not be read",
+            registry=r,
+        )

@@ -11,7 +11,9 @@ Checks for a readings message, in order (the first failure is the reason):
    (``unknown_version``), it matches the schema (``invalid_payload``) and names
    the topic's device (``device_mismatch``);
 6. the key was valid (``key_not_valid``) and not revoked (``key_revoked``) at the
-   time the payload says it was signed.
+   time the payload says it was signed;
+7. its signing and sample times are plausible against when it was received
+   (``implausible_time``, :mod:`gridclear.cloud.ingest.plausibility`).
 
 What is left for the database (duplicates, sequence conflicts, the hash chain)
 needs the stored messages; see :mod:`gridclear.cloud.ingest.writer`.
@@ -25,6 +27,7 @@ from enum import StrEnum
 
 from pydantic import ValidationError
 
+from gridclear.cloud.ingest.plausibility import TimeWindow, implausible_time
 from gridclear.shared.errors import DeviceMismatchError, ProtocolError, UnknownKeyError
 from gridclear.shared.jws import KeyLookup, read_header
 from gridclear.shared.keys import PublicKey
@@ -70,6 +73,8 @@ class IngestReason(StrEnum):
     """Another message with the same device and sequence number, but other content, is stored."""
     STORE_FAILED = "store_failed"
     """Verified, but the database refused to store it (a value it cannot hold)."""
+    IMPLAUSIBLE_TIME = "implausible_time"
+    """Signed or sampled too far from when it was received (a clock reset, a wrong date)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,25 @@ def _check_readings(
     )
 
 
+def _judge_times(item: Accepted | Rejected, window: TimeWindow | None) -> Accepted | Rejected:
+    """``item``, or its refusal when it is accepted but its times are outside ``window``."""
+    if window is None or not isinstance(item, Accepted):
+        return item
+    detail = implausible_time(item.payload, received_ms=item.received_ms, window=window)
+    if detail is None:
+        return item
+    return Rejected(
+        item.topic,
+        item.token,
+        IngestReason.IMPLAUSIBLE_TIME,
+        detail,
+        item.received_ms,
+        item.payload.device_id,
+        item.kid,
+        item.payload.seq,
+    )
+
+
 def _kid_of(body: bytes) -> str | None:
     """The kid a refused token claims, for the quarantine record (best effort)."""
     try:
@@ -227,6 +251,9 @@ def _check_status(
     return StatusUpdate(topic, device_id, status, received_ms)
 
 
+_DEFAULT_WINDOW = TimeWindow()
+
+
 def classify(
     topic: str,
     body: bytes,
@@ -234,14 +261,18 @@ def classify(
     keys: Mapping[str, KeyRecord],
     received_ms: int,
     topic_prefix: str = "",
+    time_window: TimeWindow | None = _DEFAULT_WINDOW,
 ) -> Accepted | StatusUpdate | Rejected:
-    """What ``body`` received on ``topic`` is; never raises for any input."""
+    """What ``body`` received on ``topic`` is; never raises for any input.
+
+    ``time_window`` bounds the times a readings message may carry (None: any).
+    """
     try:
         device_id, channel = parse_topic(topic, prefix=topic_prefix)
     except ValueError as error:
         return Rejected(topic, body, IngestReason.BAD_TOPIC, str(error), received_ms)
     if channel is Channel.READINGS:
-        return _check_readings(topic, device_id, body, keys, received_ms)
+        return _judge_times(_check_readings(topic, device_id, body, keys, received_ms), time_window)
     if channel is Channel.STATUS:
         return _check_status(topic, device_id, body, received_ms)
     return Rejected(

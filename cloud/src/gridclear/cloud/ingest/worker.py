@@ -44,7 +44,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -53,10 +53,11 @@ import psycopg
 from gridclear.cloud.ingest._mqtt import MqttSubscriber, SubscriberOptions
 from gridclear.cloud.ingest.keys import KeyCache
 from gridclear.cloud.ingest.metrics import IngestMetrics
+from gridclear.cloud.ingest.plausibility import TimeWindow
 from gridclear.cloud.ingest.verify import KeyRecord, classify
 from gridclear.cloud.ingest.writer import BatchWriter, Item, WriteResult
-from gridclear.cloud.intervals.compute import DEFAULT_MAX_GAP_MS
-from gridclear.cloud.intervals.maintain import refresh_intervals
+from gridclear.cloud.intervals.compute import DEFAULT_MAX_GAP_MS, DEFAULT_MAX_SPAN_MS
+from gridclear.cloud.intervals.maintain import DEFAULT_REFRESH_SLOTS, refresh_intervals
 from gridclear.shared.intervals import DEFAULT_SLOT_MS
 from gridclear.shared.topics import DEVICE_ID_PATTERN, PREFIX
 
@@ -126,6 +127,12 @@ class WorkerConfig:
     """How often the worker recomputes interval energy for new samples (0: never)."""
     slot_ms: int = DEFAULT_SLOT_MS
     max_gap_ms: int = DEFAULT_MAX_GAP_MS
+    max_span_ms: int = DEFAULT_MAX_SPAN_MS
+    """Longest gap between a meter's samples that interval energy is interpolated over."""
+    refresh_slots: int = DEFAULT_REFRESH_SLOTS
+    """Slots one interval refresh walks at most; the rest waits for the next one."""
+    time_window: TimeWindow = field(default_factory=TimeWindow)
+    """How far a message's times may lie from its receipt (else ``implausible_time``)."""
 
 
 @dataclass(frozen=True)
@@ -198,9 +205,9 @@ class IngestWorker:
         # worker then never stops. queue.Queue recomputes what is left of the timeout.
         self._queue: queue.Queue[_Incoming] = queue.Queue()
         self._connected = threading.Event()
-        self._keys = KeyCache()
+        self._keys = KeyCache(metrics=self.metrics)
         """Read by the verifying thread."""
-        self._write_keys = KeyCache()
+        self._write_keys = KeyCache(metrics=self.metrics)
         """Read by the writer thread just before it writes a batch."""
         self._verify_db = _Connection(config.database_url)
         self._write_db = _Connection(config.database_url)
@@ -300,7 +307,14 @@ class IngestWorker:
     def _classify(self, batch: list[_Incoming], keys: Mapping[str, KeyRecord]) -> list[Item]:
         prefix = self.config.topic_prefix
         return [
-            classify(m.topic, m.payload, keys=keys, received_ms=m.received_ms, topic_prefix=prefix)
+            classify(
+                m.topic,
+                m.payload,
+                keys=keys,
+                received_ms=m.received_ms,
+                topic_prefix=prefix,
+                time_window=self.config.time_window,
+            )
             for m in batch
         ]
 
@@ -381,19 +395,26 @@ class IngestWorker:
             m.chain.labels(verdict).inc(count)
 
     def _refresh_intervals(self) -> None:
+        # Runs in the writer's thread, between batches: each call is bounded, and when
+        # one leaves work for later (a long backlog) the batches go first.
         try:
             while True:
                 done = refresh_intervals(
                     self._write_db.connection(),
                     slot_ms=self.config.slot_ms,
                     max_gap_ms=self.config.max_gap_ms,
+                    max_span_ms=self.config.max_span_ms,
+                    max_slots=self.config.refresh_slots,
                 )
                 self.metrics.interval_slots.inc(done.slots)
-                if done.meters == 0:
+                if done.meters == 0 or done.deferred > 0:
                     return
         except psycopg.OperationalError as error:
             self._write_db.close()
             log.warning("ingest: interval energy not refreshed: %s", error)
+        except psycopg.Error as error:
+            # Whatever the queue or the samples hold, ingest goes on; the range stays queued.
+            log.error("ingest: interval energy not refreshed: %r", error)
 
     # ------------------------------------------------------------ main loop
 

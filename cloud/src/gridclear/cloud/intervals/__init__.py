@@ -8,15 +8,22 @@ touched, as queued by the ingest writer in ``interval_dirty``.
 
 from gridclear.cloud.intervals.compute import (
     DEFAULT_MAX_GAP_MS,
+    DEFAULT_MAX_SPAN_MS,
     RegisterSample,
     SlotEnergy,
     affected_slots,
     slot_energy,
 )
-from gridclear.cloud.intervals.maintain import RefreshResult, refresh_intervals
+from gridclear.cloud.intervals.maintain import (
+    DEFAULT_REFRESH_SLOTS,
+    RefreshResult,
+    refresh_intervals,
+)
 
 __all__ = [
     "DEFAULT_MAX_GAP_MS",
+    "DEFAULT_MAX_SPAN_MS",
+    "DEFAULT_REFRESH_SLOTS",
     "RefreshResult",
     "RegisterSample",
     "SlotEnergy",

@@ -10,7 +10,9 @@ A slot is **complete** when, for every register the meter reports, both boundari
 lie within the samples, no reset happened inside it, and each boundary is measured
 or interpolated between samples at most ``max_gap_ms`` apart. Interpolating over a
 long gap (a gateway that was off) gives a number, but not one to settle on without
-saying so.
+saying so. Interpolating over a gap longer than ``max_span_ms`` gives nothing at
+all: the slots inside it are not computed (a sample dated decades away from the
+others must not make a refresh walk every slot in between).
 """
 
 from __future__ import annotations
@@ -21,10 +23,24 @@ from dataclasses import dataclass
 
 from gridclear.shared.intervals import DEFAULT_SLOT_MS, Sample, interval_energy, slot_start
 
-__all__ = ["DEFAULT_MAX_GAP_MS", "RegisterSample", "SlotEnergy", "affected_slots", "slot_energy"]
+__all__ = [
+    "DEFAULT_MAX_GAP_MS",
+    "DEFAULT_MAX_SPAN_MS",
+    "RegisterSample",
+    "SlotEnergy",
+    "affected_slots",
+    "slot_energy",
+]
 
 DEFAULT_MAX_GAP_MS = 5 * 60 * 1000
 """Longest gap between the two samples around a boundary for a slot to be complete."""
+
+DEFAULT_MAX_SPAN_MS = 31 * 24 * 3600 * 1000
+"""Longest gap between two samples that slots are interpolated over (incomplete) at all.
+
+A gateway that was off for weeks and lost its outbox still gets its gap spread over
+the slots, flagged; a sample decades away from the others gets none.
+"""
 
 
 @dataclass(frozen=True)
@@ -62,8 +78,14 @@ def slot_energy(
     *,
     slot_ms: int = DEFAULT_SLOT_MS,
     max_gap_ms: int = DEFAULT_MAX_GAP_MS,
+    max_span_ms: int = DEFAULT_MAX_SPAN_MS,
 ) -> list[SlotEnergy]:
-    """Every slot covered by the samples of at least one register, in time order."""
+    """Every slot covered by the samples of at least one register, in time order.
+
+    Covered means within a stretch of samples no two of which are over
+    ``max_span_ms`` apart, so the result has at most ``max_span_ms / slot_ms + 1``
+    slots per sample, whatever their times.
+    """
     series: dict[str, list[Sample]] = {"import": [], "export": []}
     for s in samples:
         if s.import_wh is not None:
@@ -72,7 +94,10 @@ def slot_energy(
             series["export"].append((s.ts_ms, s.export_wh))
     present = {name: values for name, values in series.items() if values}
     per_register = {
-        name: {iv.start_ms: iv for iv in interval_energy(values, slot_ms=slot_ms)}
+        name: {
+            iv.start_ms: iv
+            for iv in interval_energy(values, slot_ms=slot_ms, max_span_ms=max_span_ms)
+        }
         for name, values in present.items()
     }
     times = {name: sorted({ts for ts, _ in values}) for name, values in present.items()}

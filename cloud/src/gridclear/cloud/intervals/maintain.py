@@ -12,37 +12,124 @@ a newer one.
 
 An outbox that drains hours of samples after an outage therefore fills the slots
 it covers, and turns the slots interpolated over the gap into measured ones.
+
+The work of one call is bounded, whatever the queue or the table holds (one far-off
+sample once made a refresh walk every slot between 1970 and now, in the writer's
+thread, and a restarted worker started over):
+
+- a neighbouring sample more than ``max_span_ms`` away is not reached for, and no
+  slot is interpolated across such a gap
+  (:func:`~gridclear.cloud.intervals.compute.slot_energy`), so the slots to walk
+  lie near samples; a stretch without samples is stepped over in one query;
+- the slots are walked in windows of at most :data:`WINDOW_SLOTS` slots, each read
+  with at most ``max_samples`` samples (a window holding more is shortened; a single
+  slot holding more is read as the samples that decide its energy: those around its
+  boundaries, the first and last, and those either side of a reset);
+- one call walks at most ``max_slots`` slots in all; what is left of a range goes
+  back to the queue as an exact slot range (``interval_dirty.slots``), for the next
+  call, which may be another worker's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
 from gridclear.cloud.intervals.compute import (
     DEFAULT_MAX_GAP_MS,
+    DEFAULT_MAX_SPAN_MS,
     RegisterSample,
+    SlotEnergy,
     affected_slots,
     slot_energy,
 )
-from gridclear.shared.intervals import DEFAULT_SLOT_MS
+from gridclear.shared.intervals import DEFAULT_SLOT_MS, slot_start
 
-__all__ = ["INTERVAL_LOCK_CLASS", "RefreshResult", "refresh_intervals"]
+__all__ = [
+    "DEFAULT_REFRESH_SAMPLES",
+    "DEFAULT_REFRESH_SLOTS",
+    "INTERVAL_LOCK_CLASS",
+    "WINDOW_SLOTS",
+    "RefreshResult",
+    "refresh_intervals",
+]
 
 INTERVAL_LOCK_CLASS = 0x67636976  # "gciv": the first key of the per-meter advisory lock
+
+DEFAULT_REFRESH_SLOTS = 4 * 96 * 7
+"""Slots one call walks at most: a week of 15-minute slots for one meter."""
+
+DEFAULT_REFRESH_SAMPLES = 50_000
+"""Samples read into memory at once, at most."""
+
+WINDOW_SLOTS = 96
+"""Slots computed from one read of samples, at most."""
 
 
 @dataclass(frozen=True)
 class RefreshResult:
     meters: int
+    """Meters whose queued ranges this call took."""
     slots: int
+    """Slots written."""
+    deferred: int = 0
+    """Slot ranges put back in the queue because the call reached ``max_slots``."""
 
 
-def _ts(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+@dataclass(frozen=True)
+class _Limits:
+    slot_ms: int
+    max_gap_ms: int
+    max_span_ms: int
+    max_samples: int
+
+
+_UPSERT = (
+    "INSERT INTO interval_energy (meter_id, slot_start, slot_end, import_wh, export_wh,"
+    " complete, interpolated, counter_reset, computed_at)"
+    " VALUES (%s, ms_to_ts(%s), ms_to_ts(%s), %s, %s, %s, %s, %s, now())"
+    " ON CONFLICT (meter_id, slot_start) DO UPDATE SET slot_end = EXCLUDED.slot_end,"
+    " import_wh = EXCLUDED.import_wh, export_wh = EXCLUDED.export_wh,"
+    " complete = EXCLUDED.complete, interpolated = EXCLUDED.interpolated,"
+    " counter_reset = EXCLUDED.counter_reset, computed_at = now()"
+)
+
+# The samples that decide one slot's energy, however many it holds: per register, the
+# ones around each boundary, the first and the last, and both sides of every reset
+# (the register going backwards). Interval arithmetic over these gives what it gives
+# over all of them; only a slot with more resets than the limit is cut short.
+_DECIDING_SAMPLES = """
+WITH r AS MATERIALIZED (
+    SELECT ts, import_wh AS a, export_wh AS b FROM readings
+    WHERE meter_id = %(meter)s AND ts BETWEEN ms_to_ts(%(lo)s) AND ms_to_ts(%(hi)s)
+), ea AS (
+    SELECT ts, a < lag(a) OVER w OR a > lead(a) OVER w AS edge
+    FROM r WHERE a IS NOT NULL WINDOW w AS (ORDER BY ts)
+), eb AS (
+    SELECT ts, b < lag(b) OVER w OR b > lead(b) OVER w AS edge
+    FROM r WHERE b IS NOT NULL WINDOW w AS (ORDER BY ts)
+), keep AS (
+    SELECT min(ts) AS ts FROM r
+    UNION SELECT max(ts) FROM r
+    UNION SELECT min(ts) FROM r WHERE a IS NOT NULL
+    UNION SELECT max(ts) FROM r WHERE a IS NOT NULL
+    UNION SELECT min(ts) FROM r WHERE b IS NOT NULL
+    UNION SELECT max(ts) FROM r WHERE b IS NOT NULL
+    UNION SELECT max(ts) FROM r WHERE a IS NOT NULL AND ts <= ms_to_ts(%(start)s)
+    UNION SELECT min(ts) FROM r WHERE a IS NOT NULL AND ts >= ms_to_ts(%(start)s)
+    UNION SELECT max(ts) FROM r WHERE a IS NOT NULL AND ts <= ms_to_ts(%(end)s)
+    UNION SELECT min(ts) FROM r WHERE a IS NOT NULL AND ts >= ms_to_ts(%(end)s)
+    UNION SELECT max(ts) FROM r WHERE b IS NOT NULL AND ts <= ms_to_ts(%(start)s)
+    UNION SELECT min(ts) FROM r WHERE b IS NOT NULL AND ts >= ms_to_ts(%(start)s)
+    UNION SELECT max(ts) FROM r WHERE b IS NOT NULL AND ts <= ms_to_ts(%(end)s)
+    UNION SELECT min(ts) FROM r WHERE b IS NOT NULL AND ts >= ms_to_ts(%(end)s)
+    UNION (SELECT ts FROM ea WHERE edge UNION SELECT ts FROM eb WHERE edge
+           ORDER BY ts LIMIT %(cap)s)
+)
+SELECT ts_to_ms(r.ts), r.a, r.b FROM r WHERE r.ts IN (SELECT ts FROM keep) ORDER BY r.ts
+"""
 
 
 def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...]) -> int | None:
@@ -50,71 +137,114 @@ def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...]) -> 
     return None if row is None or row[0] is None else int(row[0])
 
 
-def _refresh_meter(
-    conn: psycopg.Connection[Any],
-    meter_id: int,
-    lo_ms: int,
-    hi_ms: int,
-    *,
-    slot_ms: int,
-    max_gap_ms: int,
-) -> int:
-    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (INTERVAL_LOCK_CLASS, meter_id % 2**31))
-    before = _one(
-        conn,
-        "SELECT ts_to_ms(max(ts)) FROM readings WHERE meter_id = %s AND ts < %s",
-        (meter_id, _ts(lo_ms)),
-    )
-    after = _one(
-        conn,
-        "SELECT ts_to_ms(min(ts)) FROM readings WHERE meter_id = %s AND ts > %s",
-        (meter_id, _ts(hi_ms)),
-    )
-    first, last = affected_slots(
-        lo_ms if before is None else before, hi_ms if after is None else after, slot_ms=slot_ms
-    )
-    # The samples around every boundary of those slots.
-    fetch_lo = _one(
-        conn,
-        "SELECT ts_to_ms(max(ts)) FROM readings WHERE meter_id = %s AND ts <= %s",
-        (meter_id, _ts(first)),
-    )
-    fetch_hi = _one(
-        conn,
-        "SELECT ts_to_ms(min(ts)) FROM readings WHERE meter_id = %s AND ts >= %s",
-        (meter_id, _ts(last + slot_ms)),
-    )
+_BEFORE = {
+    True: "SELECT ts_to_ms(max(ts)) FROM readings WHERE meter_id = %s AND ts < ms_to_ts(%s)",
+    False: "SELECT ts_to_ms(max(ts)) FROM readings WHERE meter_id = %s AND ts <= ms_to_ts(%s)",
+}
+_AFTER = {
+    True: "SELECT ts_to_ms(min(ts)) FROM readings WHERE meter_id = %s AND ts > ms_to_ts(%s)",
+    False: "SELECT ts_to_ms(min(ts)) FROM readings WHERE meter_id = %s AND ts >= ms_to_ts(%s)",
+}
+
+
+def _before(
+    conn: psycopg.Connection[Any], meter_id: int, at_ms: int, *, strict: bool
+) -> int | None:
+    """The time of the meter's last sample before (or at) ``at_ms``."""
+    return _one(conn, _BEFORE[strict], (meter_id, at_ms))
+
+
+def _after(conn: psycopg.Connection[Any], meter_id: int, at_ms: int, *, strict: bool) -> int | None:
+    """The time of the meter's first sample after (or at) ``at_ms``."""
+    return _one(conn, _AFTER[strict], (meter_id, at_ms))
+
+
+def _slots_of_samples(
+    conn: psycopg.Connection[Any], meter_id: int, lo_ms: int, hi_ms: int, limits: _Limits
+) -> tuple[int, int]:
+    """The first and last slot start new samples in ``[lo_ms, hi_ms]`` can change.
+
+    A neighbour more than ``max_span_ms`` away shares no slot with them
+    (nothing is interpolated across that gap), so it is not reached for.
+    """
+    before = _before(conn, meter_id, lo_ms, strict=True)
+    after = _after(conn, meter_id, hi_ms, strict=True)
+    if before is None or lo_ms - before > limits.max_span_ms:
+        before = lo_ms
+    if after is None or after - hi_ms > limits.max_span_ms:
+        after = hi_ms
+    return affected_slots(before, after, slot_ms=limits.slot_ms)
+
+
+def _merge(ranges: list[tuple[int, int]], slot_ms: int) -> list[tuple[int, int]]:
+    """Slot ranges (first and last start) with overlapping or touching ones joined."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + slot_ms:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def _read_window(
+    conn: psycopg.Connection[Any], meter_id: int, start: int, slots: int, limits: _Limits
+) -> tuple[int, list[RegisterSample]]:
+    """How many slots from ``start`` to compute now (1 to ``slots``), and their samples."""
+    slot_ms = limits.slot_ms
+    end = start + slots * slot_ms
+    lo = _before(conn, meter_id, start, strict=False)
+    hi = _after(conn, meter_id, end, strict=False)
+    lo = start if lo is None or start - lo > limits.max_span_ms else lo
+    hi = end if hi is None or hi - end > limits.max_span_ms else hi
     rows = conn.execute(
         "SELECT ts_to_ms(ts), import_wh, export_wh FROM readings"
-        " WHERE meter_id = %s AND ts BETWEEN %s AND %s ORDER BY ts",
-        (
-            meter_id,
-            _ts(first if fetch_lo is None else fetch_lo),
-            _ts(last + slot_ms if fetch_hi is None else fetch_hi),
-        ),
+        " WHERE meter_id = %s AND ts BETWEEN ms_to_ts(%s) AND ms_to_ts(%s) ORDER BY ts LIMIT %s",
+        (meter_id, lo, hi, limits.max_samples + 1),
     ).fetchall()
-    samples = [RegisterSample(int(ts), imp, exp) for ts, imp, exp in rows]
-    slots = [
-        s
-        for s in slot_energy(samples, slot_ms=slot_ms, max_gap_ms=max_gap_ms)
-        if first <= s.start_ms <= last
-    ]
+    if len(rows) <= limits.max_samples:
+        return slots, [RegisterSample(int(ts), imp, exp) for ts, imp, exp in rows]
+    # Too many: the whole slots that end before the last sample that fits, and the
+    # samples up to the first one at or after their end (all among those read).
+    cut = int(rows[limits.max_samples - 1][0])
+    fit = (slot_start(cut, slot_ms) - start) // slot_ms
+    if fit >= 1:
+        end = start + fit * slot_ms
+        kept: list[RegisterSample] = []
+        for ts, imp, exp in rows:
+            kept.append(RegisterSample(int(ts), imp, exp))
+            if ts >= end:
+                break
+        return fit, kept
+    del rows
+    end = start + slot_ms
+    lo = _before(conn, meter_id, start, strict=False)
+    hi = _after(conn, meter_id, end, strict=False)
+    deciding = conn.execute(
+        _DECIDING_SAMPLES,
+        {
+            "meter": meter_id,
+            "lo": start if lo is None else lo,
+            "hi": end if hi is None else hi,
+            "start": start,
+            "end": end,
+            "cap": limits.max_samples,
+        },
+    ).fetchall()
+    return 1, [RegisterSample(int(ts), imp, exp) for ts, imp, exp in deciding]
+
+
+def _write(conn: psycopg.Connection[Any], meter_id: int, slots: list[SlotEnergy]) -> None:
     if not slots:
-        return 0
+        return
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO interval_energy (meter_id, slot_start, slot_end, import_wh, export_wh,"
-            " complete, interpolated, counter_reset, computed_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())"
-            " ON CONFLICT (meter_id, slot_start) DO UPDATE SET slot_end = EXCLUDED.slot_end,"
-            " import_wh = EXCLUDED.import_wh, export_wh = EXCLUDED.export_wh,"
-            " complete = EXCLUDED.complete, interpolated = EXCLUDED.interpolated,"
-            " counter_reset = EXCLUDED.counter_reset, computed_at = now()",
+            _UPSERT,
             [
                 (
                     meter_id,
-                    _ts(s.start_ms),
-                    _ts(s.end_ms),
+                    s.start_ms,
+                    s.end_ms,
                     s.import_wh,
                     s.export_wh,
                     s.complete,
@@ -124,7 +254,57 @@ def _refresh_meter(
                 for s in slots
             ],
         )
-    return len(slots)
+
+
+def _walk(
+    conn: psycopg.Connection[Any],
+    meter_id: int,
+    *,
+    first: int,
+    last: int,
+    budget: int,
+    limits: _Limits,
+) -> tuple[int | None, int, int]:
+    """Recompute the slots starting in ``[first, last]``, spending at most ``budget``.
+
+    Returns where to continue (None when done), the slots written and the budget
+    spent: one per slot walked, one per stretch without samples stepped over.
+    """
+    slot_ms = limits.slot_ms
+    start, written, spent = first, 0, 0
+    while start <= last:
+        if spent >= budget:
+            return start, written, spent
+        following = _after(conn, meter_id, start, strict=False)
+        if following is None:
+            break  # no sample at or after `start`: no slot from here on is covered
+        preceding = _before(conn, meter_id, start, strict=False)
+        if preceding is None or following - preceding > limits.max_span_ms:
+            # `start` lies before the first sample or inside a gap nothing is
+            # interpolated across: no slot starts here until the next sample's.
+            jump = slot_start(following, slot_ms)
+            if jump > start:
+                start = jump
+                spent += 1
+                continue
+        slots = min(WINDOW_SLOTS, (last - start) // slot_ms + 1, budget - spent)
+        slots, samples = _read_window(conn, meter_id, start, slots, limits)
+        end = start + slots * slot_ms
+        computed = [
+            s
+            for s in slot_energy(
+                samples,
+                slot_ms=slot_ms,
+                max_gap_ms=limits.max_gap_ms,
+                max_span_ms=limits.max_span_ms,
+            )
+            if start <= s.start_ms < end
+        ]
+        _write(conn, meter_id, computed)
+        written += len(computed)
+        start = end
+        spent += slots
+    return None, written, spent
 
 
 def refresh_intervals(
@@ -132,30 +312,65 @@ def refresh_intervals(
     *,
     slot_ms: int = DEFAULT_SLOT_MS,
     max_gap_ms: int = DEFAULT_MAX_GAP_MS,
+    max_span_ms: int = DEFAULT_MAX_SPAN_MS,
     limit: int = 1000,
+    max_slots: int = DEFAULT_REFRESH_SLOTS,
+    max_samples: int = DEFAULT_REFRESH_SAMPLES,
 ) -> RefreshResult:
-    """Recompute the slots touched by up to ``limit`` queued sample ranges, in one transaction.
+    """Recompute the slots touched by up to ``limit`` queued ranges, in one transaction.
 
-    ``conn`` is in autocommit mode. Returns how many meters and slots were written;
-    call again while it returns meters > 0 to empty the queue.
+    ``conn`` is in autocommit mode. Walks at most ``max_slots`` slots (and reads at
+    most ``max_samples`` samples at once); what is left goes back to the queue.
+    Returns how many meters were taken, slots written and ranges put back; call
+    again while it returns meters > 0 to empty the queue (a caller that must not
+    hold its thread long stops when ``deferred`` > 0 and calls again later).
     """
+    if max_slots < 1 or max_samples < 2 or max_span_ms < slot_ms:
+        raise ValueError("max_slots >= 1, max_samples >= 2 and max_span_ms >= slot_ms, please")
+    limits = _Limits(slot_ms, max_gap_ms, max_span_ms, max_samples)
     with conn.transaction():
         rows = conn.execute(
             "DELETE FROM interval_dirty WHERE id IN (SELECT id FROM interval_dirty"
             " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
-            " RETURNING meter_id, ts_to_ms(from_ts),"
-            " ts_to_ms(to_ts)",
+            " RETURNING meter_id, ts_to_ms(from_ts), ts_to_ms(to_ts), slots",
             (limit,),
         ).fetchall()
-        ranges: dict[int, tuple[int, int]] = {}
-        for meter_id, lo, hi in rows:
-            old = ranges.get(meter_id)
-            ranges[meter_id] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-        slots = 0
+        queued: dict[int, list[tuple[int, int, bool]]] = {}
+        for meter_id, lo, hi, exact in rows:
+            queued.setdefault(int(meter_id), []).append((int(lo), int(hi), bool(exact)))
+        budget = max_slots
+        written = 0
+        leftover: list[tuple[int, int, int]] = []
         # Sorted, so that two refreshes take the per-meter locks in the same order.
-        for meter_id in sorted(ranges):
-            lo, hi = ranges[meter_id]
-            slots += _refresh_meter(
-                conn, meter_id, int(lo), int(hi), slot_ms=slot_ms, max_gap_ms=max_gap_ms
+        for meter_id in sorted(queued):
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", (INTERVAL_LOCK_CLASS, meter_id % 2**31)
             )
-    return RefreshResult(meters=len(ranges), slots=slots)
+            ranges = _merge(
+                [
+                    (slot_start(lo, slot_ms), slot_start(hi, slot_ms))
+                    if exact
+                    else _slots_of_samples(conn, meter_id, lo, hi, limits)
+                    for lo, hi, exact in queued[meter_id]
+                ],
+                slot_ms,
+            )
+            for first, last in ranges:
+                if budget <= 0:
+                    leftover.append((meter_id, first, last))
+                    continue
+                resume, slots, spent = _walk(
+                    conn, meter_id, first=first, last=last, budget=budget, limits=limits
+                )
+                written += slots
+                budget -= spent
+                if resume is not None:
+                    leftover.append((meter_id, resume, last))
+        if leftover:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO interval_dirty (meter_id, from_ts, to_ts, slots)"
+                    " VALUES (%s, ms_to_ts(%s), ms_to_ts(%s), true)",
+                    leftover,
+                )
+    return RefreshResult(meters=len(queued), slots=written, deferred=len(leftover))
