@@ -14,9 +14,12 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gridclear.cloud import env
+
+if TYPE_CHECKING:
+    from gridclear.cloud.ingest.worker import WorkerConfig
 
 __all__ = ["add_ingest_commands"]
 
@@ -30,7 +33,7 @@ def _url(value: str | None, variable: str, what: str) -> str:
     return url
 
 
-def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # noqa: PLR0915
     """Add ``ingest`` and ``devices`` to the ``gridclear-cloud`` parser."""
     from gridclear.cloud.ingest.worker import WorkerConfig, default_client_id
 
@@ -71,6 +74,7 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         default=defaults.interval_refresh_s,
         help="seconds between interval energy updates (0: never; default: %(default)s)",
     )
+    _add_quarantine_options(ingest, defaults)
     ingest.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
     )
@@ -143,6 +147,22 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     meter.set_defaults(handler=_devices_meter)
 
 
+def _add_quarantine_options(ingest: argparse.ArgumentParser, defaults: WorkerConfig) -> None:
+    ingest.add_argument(
+        "--quarantine-cap",
+        type=int,
+        default=defaults.quarantine_cap,
+        help="quarantine rows kept per device and window; refusals over it are only counted"
+        " (default: %(default)s)",
+    )
+    ingest.add_argument(
+        "--quarantine-window-s",
+        type=float,
+        default=defaults.quarantine_window_s,
+        help="the window of --quarantine-cap, seconds (default: %(default)s)",
+    )
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
@@ -163,6 +183,8 @@ def _ingest(args: argparse.Namespace) -> int:
         batch_max=args.batch_max,
         receive_maximum=args.receive_maximum,
         interval_refresh_s=args.interval_refresh_s,
+        quarantine_cap=args.quarantine_cap,
+        quarantine_window_s=args.quarantine_window_s,
     )
     if args.migrate:
         migrate(database_url)
