@@ -32,10 +32,13 @@ from gridclear.shared.keys import DeviceKey, PublicKey
 __all__ = [
     "ACCEPTED_ALGORITHMS",
     "ALGORITHM",
+    "MAX_HEADER_BYTES",
+    "MAX_JSON_DEPTH",
     "JwsHeader",
     "KeyLookup",
     "b64url_decode",
     "b64url_encode",
+    "json_depth_within",
     "read_header",
     "sign_compact",
     "verify_compact",
@@ -46,7 +49,22 @@ ALGORITHM = "Ed25519"
 ACCEPTED_ALGORITHMS = frozenset({"Ed25519", "EdDSA"})
 """What we accept: RFC 9864's name and the deprecated RFC 8037 name (Ed25519 keys only)."""
 
+MAX_HEADER_BYTES = 1024
+"""The longest encoded protected header accepted; ours is about 100 characters."""
+MAX_JSON_DEPTH = 16
+"""The deepest nesting of arrays and objects accepted in any JSON we parse.
+
+The protocol needs 4 (a payload, its ``readings``, a reading, its ``voltage_v``);
+json and pydantic recurse per level and fail with RecursionError or their own limit
+at a few hundred, so hostile nesting is refused before either parser sees it.
+"""
+
 _SIGNATURE_BYTES = 64
+
+# For json_depth_within: every byte deleted but brackets and quotes; the brackets
+# themselves as one kind, since only depth matters and the parser refuses mismatches.
+_BRACKETS_AND_QUOTES = bytes(b for b in range(256) if b not in b'[]{}"')
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
 
 KeyLookup = Callable[[str], PublicKey | None]
 """Finds the public key for a ``kid``, or None when none is known."""
@@ -67,6 +85,38 @@ def sign_compact(payload: bytes, key: DeviceKey) -> str:
     signing_input = f"{b64url_encode(header.encode('ascii'))}.{b64url_encode(payload)}"
     signature = key.sign(signing_input.encode("ascii"))
     return f"{signing_input}.{b64url_encode(signature)}"
+
+
+def json_depth_within(data: bytes, limit: int) -> bool:
+    """Whether the arrays and objects in ``data`` nest at most ``limit`` deep.
+
+    Never parses, is linear in ``len(data)`` on any input, and costs a few C-level
+    passes over the bytes (no Python loop per character): the brackets outside
+    strings are kept, as one kind, and the innermost pairs removed once per level.
+    Brackets that do not pair up are for the parser to refuse; a lone opening one
+    counts as a level, so ``False`` means "too deep, or not JSON".
+    """
+    skeleton = data.translate(_ONE_KIND, _BRACKETS_AND_QUOTES)
+    if len(skeleton) - skeleton.count(b'"') <= limit:
+        return True
+    if b"\\" in data:
+        # An escape pair cannot hold a bracket, and an escaped quote does not end a
+        # string. (Outside strings a backslash is not JSON: no parser gets past it.)
+        unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+        skeleton = unescaped.translate(_ONE_KIND, _BRACKETS_AND_QUOTES)
+    # A string without brackets is now '""'. When no quote is left, no string held
+    # any; otherwise keep what lies between a closing and the next opening quote.
+    brackets = skeleton.replace(b'""', b"")
+    if b'"' in brackets:
+        brackets = b"".join(skeleton.split(b'"')[::2])
+    levels = 0
+    while b"[]" in brackets:
+        if levels == limit:
+            return False
+        brackets = brackets.replace(b"[]", b"")
+        levels += 1
+    # What is left opens levels that never close, around what was removed.
+    return levels + brackets.count(b"[") <= limit
 
 
 def _split(token: str | bytes) -> tuple[str, str, str]:
@@ -100,10 +150,22 @@ def _parse_header(encoded_header: str) -> JwsHeader:
     A gateway sends the same header with every message, so a receiver decodes each
     one once, not per message; the answer depends on nothing but the text, and the
     cache is bounded. The ``raw`` dict is shared between the callers: read it only.
+    The header's size and nesting are bounded before it is parsed: nothing has
+    been verified yet, so it is whatever anyone sent.
     """
+    if len(encoded_header) > MAX_HEADER_BYTES:
+        raise MalformedMessageError(
+            f"the header is {len(encoded_header)} characters, over {MAX_HEADER_BYTES}"
+        )
     try:
-        header: Any = json.loads(b64url_decode(encoded_header))
-    except (ValueError, UnicodeDecodeError):
+        decoded = b64url_decode(encoded_header)
+    except ValueError:
+        raise MalformedMessageError("the header is not base64url-encoded JSON") from None
+    if not json_depth_within(decoded, MAX_JSON_DEPTH):
+        raise MalformedMessageError(f"the header is nested deeper than {MAX_JSON_DEPTH}")
+    try:
+        header: Any = json.loads(decoded)
+    except ValueError:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
         raise MalformedMessageError("the header is not base64url-encoded JSON") from None
     if not isinstance(header, dict):
         raise MalformedMessageError("the header is not a JSON object")

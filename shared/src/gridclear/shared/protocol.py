@@ -20,7 +20,12 @@ Contracts:
   previous message to survive a long outage (see docs/PROTOCOL.md); 0 normally.
 - The signature covers the exact payload bytes: a receiver verifies and parses
   those bytes, and keeps them, never a re-encoding.
-- A payload with an unknown ``v`` is refused with ``unknown_version``, never guessed.
+- A payload with an unknown ``v`` is refused with ``unknown_version``, never guessed;
+  ``v`` is the JSON integer 1, not ``true`` or ``1.0`` (which compare equal to it in
+  Python). Every type is checked exactly: no booleans for numbers, no strings for
+  numbers, no NaN or infinity.
+- Nothing is parsed before its nesting is bounded (:data:`MAX_JSON_DEPTH`), so a
+  hostile message is refused with its reason and never breaks the parser.
 
 :func:`encode_payload` is deterministic (fixed key order, no whitespace, absent
 values left out), so the worked examples in docs/PROTOCOL.md are reproducible.
@@ -33,7 +38,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gridclear.shared.errors import (
     DeviceMismatchError,
@@ -41,12 +46,20 @@ from gridclear.shared.errors import (
     MessageTooLargeError,
     UnknownVersionError,
 )
-from gridclear.shared.jws import JwsHeader, KeyLookup, sign_compact, verify_compact
+from gridclear.shared.jws import (
+    MAX_JSON_DEPTH,
+    JwsHeader,
+    KeyLookup,
+    json_depth_within,
+    sign_compact,
+    verify_compact,
+)
 from gridclear.shared.keys import DeviceKey, PublicKey
 from gridclear.shared.readings import Reading
 from gridclear.shared.topics import DEVICE_ID_PATTERN
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "MAX_MESSAGE_BYTES",
     "MAX_READINGS_PER_MESSAGE",
     "PROTOCOL_VERSION",
@@ -58,6 +71,7 @@ __all__ = [
     "decode_payload",
     "encode_payload",
     "encode_reading",
+    "json_depth_within",
     "payload_digest",
     "sign_readings",
     "verify_readings",
@@ -70,6 +84,17 @@ MAX_READINGS_PER_MESSAGE = 1000
 """Keeps a message well under MAX_MESSAGE_BYTES with three-phase readings."""
 
 _SHA256_HEX = r"[0-9a-f]{64}"
+
+
+def _exactly_an_int(value: Any) -> Any:
+    """``v`` as sent: the JSON integer, not ``true`` or ``1.0`` (both equal 1 in Python)."""
+    if type(value) is not int:
+        raise ValueError(f"the version is a JSON integer, not {type(value).__name__}")
+    return value
+
+
+def _is_version(value: Any) -> bool:
+    return type(value) is int and value == PROTOCOL_VERSION
 
 
 class ClockState(BaseModel):
@@ -97,6 +122,8 @@ class ReadingsPayload(BaseModel):
     clock: ClockState
     thinned: int = Field(default=0, ge=0)
     readings: tuple[Reading, ...] = Field(max_length=MAX_READINGS_PER_MESSAGE)
+
+    _exact_version = field_validator("v", mode="before")(_exactly_an_int)
 
 
 def encode_reading(reading: Reading) -> dict[str, Any]:
@@ -151,24 +178,29 @@ def _describe(error: ValidationError) -> str:
 def decode_payload(data: bytes, *, expected_device_id: str | None = None) -> ReadingsPayload:
     """Parse and validate payload bytes.
 
-    Raises UnknownVersionError for a ``v`` other than 1, InvalidPayloadError for
-    anything that is not a valid v1 payload, DeviceMismatchError when
-    ``expected_device_id`` is given and the payload names another device.
+    Raises UnknownVersionError for a ``v`` other than the integer 1,
+    InvalidPayloadError for anything that is not a valid v1 payload (nesting deeper
+    than :data:`MAX_JSON_DEPTH` included, checked before parsing),
+    DeviceMismatchError when ``expected_device_id`` is given and the payload names
+    another device. Never raises anything else.
     """
+    if not json_depth_within(data, MAX_JSON_DEPTH):
+        raise InvalidPayloadError(f"the payload is nested deeper than {MAX_JSON_DEPTH}")
     try:
         payload = ReadingsPayload.model_validate_json(data, strict=True)
     except ValidationError as error:
         # Only on the error path: find out whether it was a version we do not know.
         try:
             raw: Any = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except ValueError:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
             raise InvalidPayloadError("the payload is not UTF-8 JSON") from None
         if not isinstance(raw, dict):
             raise InvalidPayloadError("the payload is not a JSON object") from None
         if "v" not in raw:
             raise InvalidPayloadError("the payload has no version 'v'") from None
-        if raw["v"] != PROTOCOL_VERSION or isinstance(raw["v"], bool):
-            raise UnknownVersionError(f"payload version {raw['v']!r} is not supported") from None
+        if not _is_version(raw["v"]):
+            version = repr(raw["v"])[:40]
+            raise UnknownVersionError(f"payload version {version} is not supported") from None
         raise InvalidPayloadError(_describe(error)) from None
     if expected_device_id is not None and payload.device_id != expected_device_id:
         raise DeviceMismatchError(
@@ -255,5 +287,24 @@ class StatusMessage(BaseModel):
     meters_failing: tuple[str, ...] | None = None
     """Meters whose last poll failed."""
 
+    _exact_version = field_validator("v", mode="before")(_exactly_an_int)
+
     def encode(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> StatusMessage:
+        """Parse a received status with exact types (no ``true`` for 1, no ``"5"`` for 5).
+
+        Raises MessageTooLargeError over :data:`MAX_MESSAGE_BYTES`, InvalidPayloadError
+        for anything else that is not a valid status (nesting deeper than
+        :data:`MAX_JSON_DEPTH` included, checked before parsing); never anything else.
+        """
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise MessageTooLargeError(f"{len(data)} bytes, over the limit of {MAX_MESSAGE_BYTES}")
+        if not json_depth_within(data, MAX_JSON_DEPTH):
+            raise InvalidPayloadError(f"the status is nested deeper than {MAX_JSON_DEPTH}")
+        try:
+            return cls.model_validate_json(data, strict=True)
+        except ValidationError as error:
+            raise InvalidPayloadError(_describe(error)) from None

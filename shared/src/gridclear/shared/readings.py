@@ -3,8 +3,10 @@
 Energy is integer Wh (the cumulative registers, the basis of settlement), power
 integer W (positive imports, negative exports), time UTC milliseconds since the
 epoch. Instantaneous electrical values that are never summed into money
-(voltage, current, frequency) may be floats. A value the meter does not have,
-or that could not be read, is ``None``; why is said by the quality flags.
+(voltage, current, frequency) may be floats, and are finite: NaN and infinity are
+not JSON, the encoder refuses to write them, and a reading that carries them is
+refused on read too. A value the meter does not have, or that could not be read,
+is ``None``; why is said by the quality flags.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Quality(StrEnum):
 class Reading(BaseModel):
     """One sample of one meter."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     meter: str = Field(min_length=1, max_length=64)
     """The meter's identity as the gateway sees it: its serial number when readable."""

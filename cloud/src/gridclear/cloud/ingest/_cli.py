@@ -153,6 +153,7 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 def _add_bounds(ingest: argparse.ArgumentParser, defaults: WorkerConfig) -> None:
     """Interval upkeep, and the options that bound what one message or refresh can cost."""
+    _add_quarantine_options(ingest, defaults)
     ingest.add_argument(
         "--interval-refresh-s",
         type=float,
@@ -188,6 +189,22 @@ def _add_bounds(ingest: argparse.ArgumentParser, defaults: WorkerConfig) -> None
     )
 
 
+def _add_quarantine_options(ingest: argparse.ArgumentParser, defaults: WorkerConfig) -> None:
+    ingest.add_argument(
+        "--quarantine-cap",
+        type=int,
+        default=defaults.quarantine_cap,
+        help="quarantine rows kept per device and window; refusals over it are only counted"
+        " (default: %(default)s)",
+    )
+    ingest.add_argument(
+        "--quarantine-window-s",
+        type=float,
+        default=defaults.quarantine_window_s,
+        help="the window of --quarantine-cap, seconds (default: %(default)s)",
+    )
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
@@ -215,6 +232,8 @@ def _ingest(args: argparse.Namespace) -> int:
             max_ahead_ms=round(args.max_clock_ahead_s * 1000),
             max_age_ms=round(args.max_reading_age_days * 86_400_000),
         ),
+        quarantine_cap=args.quarantine_cap,
+        quarantine_window_s=args.quarantine_window_s,
     )
     if args.migrate:
         migrate(database_url)

@@ -26,6 +26,13 @@ class IngestMetrics:
             ("reason",),
             registry=r,
         )
+        self.quarantine_suppressed = Counter(
+            "gridclear_ingest_quarantine_suppressed",
+            "Refused messages over the quarantine cap of their device and window:"
+            " counted here and in quarantine_windows, not kept",
+            ("reason",),
+            registry=r,
+        )
         self.readings = Counter(
             "gridclear_ingest_readings", "Readings stored (new rows)", registry=r
         )

@@ -4,16 +4,28 @@ Checks for a readings message, in order (the first failure is the reason):
 
 1. the topic is ``<prefix>gridclear/v1/devices/<device>/readings`` (``bad_topic``);
 2. the size is within :data:`~gridclear.shared.protocol.MAX_MESSAGE_BYTES` (``too_large``);
-3. it is a JWS compact serialization with an accepted ``alg`` (``malformed``,
-   ``bad_algorithm``) naming a known ``kid`` (``unknown_key``);
+3. it is a JWS compact serialization whose header is at most
+   :data:`~gridclear.shared.jws.MAX_HEADER_BYTES` long and nests at most
+   :data:`~gridclear.shared.jws.MAX_JSON_DEPTH` deep, both checked before it is
+   parsed (``malformed``), with an accepted ``alg`` (``bad_algorithm``) naming a
+   known ``kid`` (``unknown_key``);
 4. that key belongs to the topic's device (``device_mismatch``);
-5. the signature verifies (``bad_signature``), the payload's version is known
-   (``unknown_version``), it matches the schema (``invalid_payload``) and names
-   the topic's device (``device_mismatch``);
+5. the signature verifies (``bad_signature``), the payload nests at most
+   ``MAX_JSON_DEPTH`` deep (checked before it is parsed) and its version is the
+   integer 1 (``unknown_version``), it matches the schema with exact types, no NaN
+   or infinity (``invalid_payload``) and names the topic's device
+   (``device_mismatch``);
 6. the key was valid (``key_not_valid``) and not revoked (``key_revoked``) at the
    time the payload says it was signed;
 7. its signing and sample times are plausible against when it was received
    (``implausible_time``, :mod:`gridclear.cloud.ingest.plausibility`).
+
+A status message: the topic (``bad_topic``), the size (``too_large``), the nesting
+and the schema with exact types (``invalid_payload``), the device (``device_mismatch``).
+
+Anything raised while judging a message (a bug, or an input no check foresaw)
+makes it ``internal_error``: :func:`classify` never raises, so one message can
+never stop a worker, and the message is kept in quarantine for investigation.
 
 What is left for the database (duplicates, sequence conflicts, the hash chain)
 needs the stored messages; see :mod:`gridclear.cloud.ingest.writer`.
@@ -25,14 +37,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pydantic import ValidationError
-
 from gridclear.cloud.ingest.plausibility import TimeWindow, implausible_time
 from gridclear.shared.errors import DeviceMismatchError, ProtocolError, UnknownKeyError
 from gridclear.shared.jws import KeyLookup, read_header
 from gridclear.shared.keys import PublicKey
 from gridclear.shared.protocol import (
-    MAX_MESSAGE_BYTES,
     ReadingsPayload,
     StatusMessage,
     verify_readings,
@@ -75,6 +84,8 @@ class IngestReason(StrEnum):
     """Verified, but the database refused to store it (a value it cannot hold)."""
     IMPLAUSIBLE_TIME = "implausible_time"
     """Signed or sampled too far from when it was received (a clock reset, a wrong date)."""
+    INTERNAL_ERROR = "internal_error"
+    """Judging or storing it raised an exception: a bug, or an input no check foresaw."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,8 @@ class StatusUpdate:
     device_id: str
     status: StatusMessage
     received_ms: int
+    body: bytes = b""
+    """The message as received: kept in quarantine if the database refuses the status."""
 
 
 @dataclass(frozen=True)
@@ -222,22 +235,11 @@ def _kid_of(body: bytes) -> str | None:
 def _check_status(
     topic: str, device_id: str, body: bytes, received_ms: int
 ) -> StatusUpdate | Rejected:
-    if len(body) > MAX_MESSAGE_BYTES:
-        return Rejected(
-            topic, body, IngestReason.TOO_LARGE, f"{len(body)} bytes", received_ms, device_id
-        )
     try:
-        status = StatusMessage.model_validate_json(body)
-    except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "status"
+        status = StatusMessage.decode(body)
+    except ProtocolError as error:
         return Rejected(
-            topic,
-            body,
-            IngestReason.INVALID_PAYLOAD,
-            f"{where}: {first['msg']}",
-            received_ms,
-            device_id,
+            topic, body, IngestReason(error.reason.value), error.detail, received_ms, device_id
         )
     if status.device_id != device_id:
         return Rejected(
@@ -248,7 +250,7 @@ def _check_status(
             received_ms,
             device_id,
         )
-    return StatusUpdate(topic, device_id, status, received_ms)
+    return StatusUpdate(topic, device_id, status, received_ms, body)
 
 
 _DEFAULT_WINDOW = TimeWindow()
@@ -266,7 +268,41 @@ def classify(
     """What ``body`` received on ``topic`` is; never raises for any input.
 
     ``time_window`` bounds the times a readings message may carry (None: any).
+    The checks and their order are in the module's docstring. An exception raised
+    by any of them becomes a :class:`Rejected` with ``internal_error`` (its type
+    and message in ``detail``), so what the worker does with a message never
+    depends on whether judging it went wrong.
     """
+    try:
+        return _classify(topic, body, keys, received_ms, topic_prefix, time_window=time_window)
+    except Exception as error:  # the contract: every input gets a verdict
+        return Rejected(
+            topic,
+            body,
+            IngestReason.INTERNAL_ERROR,
+            f"{type(error).__name__} while judging it: {str(error)[:300]}",
+            received_ms,
+            _device_of(topic, topic_prefix),
+        )
+
+
+def _device_of(topic: str, topic_prefix: str) -> str | None:
+    """The topic's device, for the quarantine record of a message that broke a check."""
+    try:
+        return parse_topic(topic, prefix=topic_prefix)[0]
+    except Exception:  # the topic itself may be what broke it
+        return None
+
+
+def _classify(
+    topic: str,
+    body: bytes,
+    keys: Mapping[str, KeyRecord],
+    received_ms: int,
+    topic_prefix: str,
+    *,
+    time_window: TimeWindow | None,
+) -> Accepted | StatusUpdate | Rejected:
     try:
         device_id, channel = parse_topic(topic, prefix=topic_prefix)
     except ValueError as error:

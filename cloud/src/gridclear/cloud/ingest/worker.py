@@ -35,6 +35,7 @@ Subscriptions (``<prefix>`` is empty in production):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import random
@@ -54,8 +55,8 @@ from gridclear.cloud.ingest._mqtt import MqttSubscriber, SubscriberOptions
 from gridclear.cloud.ingest.keys import KeyCache
 from gridclear.cloud.ingest.metrics import IngestMetrics
 from gridclear.cloud.ingest.plausibility import TimeWindow
-from gridclear.cloud.ingest.verify import KeyRecord, classify
-from gridclear.cloud.ingest.writer import BatchWriter, Item, WriteResult
+from gridclear.cloud.ingest.verify import IngestReason, KeyRecord, classify
+from gridclear.cloud.ingest.writer import BatchWriter, Item, QuarantineCap, WriteResult
 from gridclear.cloud.intervals.compute import DEFAULT_MAX_GAP_MS, DEFAULT_MAX_SPAN_MS
 from gridclear.cloud.intervals.maintain import DEFAULT_REFRESH_SLOTS, refresh_intervals
 from gridclear.shared.intervals import DEFAULT_SLOT_MS
@@ -133,6 +134,9 @@ class WorkerConfig:
     """Slots one interval refresh walks at most; the rest waits for the next one."""
     time_window: TimeWindow = field(default_factory=TimeWindow)
     """How far a message's times may lie from its receipt (else ``implausible_time``)."""
+    quarantine_cap: int = QuarantineCap.rows
+    """Quarantine rows kept per device and window; further refusals are only counted."""
+    quarantine_window_s: float = QuarantineCap.window_ms / 1000
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,13 @@ class IngestWorker:
         """Read by the writer thread just before it writes a batch."""
         self._verify_db = _Connection(config.database_url)
         self._write_db = _Connection(config.database_url)
-        self._writer = BatchWriter(config.database_url)
+        self._writer = BatchWriter(
+            config.database_url,
+            quarantine_cap=QuarantineCap(
+                rows=config.quarantine_cap,
+                window_ms=max(1, round(config.quarantine_window_s * 1000)),
+            ),
+        )
         self._pipe: queue.Queue[_Verified | object] = queue.Queue(maxsize=1)
         self._writer_failure: BaseException | None = None
         self._client = self._make_client()
@@ -380,16 +390,33 @@ class IngestWorker:
         m = self.metrics
         m.messages.labels("stored").inc(result.stored_messages)
         m.messages.labels("duplicate").inc(result.duplicates)
-        m.messages.labels("quarantined").inc(len(result.rejected))
+        m.messages.labels("quarantined").inc(len(result.rejected) + len(result.suppressed))
         m.readings.inc(result.stored_readings)
         m.statuses.inc(result.statuses)
         for rejected in result.rejected:
             m.quarantined.labels(rejected.reason.value).inc()
-            log.warning(
-                "ingest: quarantined a message on %s: %s: %s",
-                rejected.topic[:200],
+            # The hash finds the message in the quarantine, and in the broker's or the
+            # gateway's logs; ascii() keeps whatever the message put in the log line.
+            log.log(
+                logging.ERROR
+                if rejected.reason is IngestReason.INTERNAL_ERROR
+                else logging.WARNING,
+                "ingest: quarantined a message on %s (sha256 %s): %s: %s",
+                ascii(rejected.topic[:200]),
+                hashlib.sha256(rejected.body).hexdigest(),
                 rejected.reason.value,
-                rejected.detail,
+                ascii(rejected.detail[:500]),
+            )
+        if result.suppressed:
+            devices: dict[str, int] = {}
+            for rejected in result.suppressed:
+                m.quarantined.labels(rejected.reason.value).inc()
+                m.quarantine_suppressed.labels(rejected.reason.value).inc()
+                device = rejected.device_id or "(no device)"
+                devices[device] = devices.get(device, 0) + 1
+            log.warning(
+                "ingest: over the quarantine cap, counted but not kept: %s",
+                ", ".join(f"{d!a} {n}" for d, n in sorted(devices.items())[:20]),
             )
         for verdict, count in result.chain.items():
             m.chain.labels(verdict).inc(count)

@@ -24,11 +24,20 @@ with every message ever stored.
 
 A message the database refuses (a value it cannot hold) must not block the ones
 behind it: the batch is split until the refused message is alone, and that one
-goes to quarantine as ``store_failed``.
+goes to quarantine as ``store_failed``. Any other exception raised while writing
+is handled the same way, and the message goes to quarantine as ``internal_error``:
+nothing a message contains can stop the writer.
+
+The quarantine is capped per device and time window (:class:`QuarantineCap`): the
+first refusals of a window are kept as rows (the sample), the rest only counted in
+``quarantine_windows``, so a flood of junk from one gateway cannot fill the disk.
+Text that PostgreSQL cannot hold (NUL, lone surrogates) is escaped in the
+quarantine's text columns; the body is kept as bytes, as it came.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,7 +50,7 @@ from gridclear.cloud.ingest.verify import Accepted, IngestReason, Rejected, Stat
 from gridclear.cloud.storage.quality import quality_bits
 from gridclear.shared.readings import Reading
 
-__all__ = ["QUARANTINE_BODY_BYTES", "BatchWriter", "WriteResult"]
+__all__ = ["QUARANTINE_BODY_BYTES", "BatchWriter", "QuarantineCap", "WriteResult"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,23 @@ _FLOAT4_MAX = 3.4e38
 Item = Accepted | StatusUpdate | Rejected
 
 
+@dataclass(frozen=True)
+class QuarantineCap:
+    """At most ``rows`` quarantine rows per device and window of ``window_ms``.
+
+    Refusals over the cap are counted (``quarantine_windows.suppressed``), not kept.
+    With the defaults a device that sends nothing but junk adds at most 100 rows of
+    at most 16 KiB (the kept part of each body) an hour, 1.6 MiB.
+    """
+
+    rows: int = 100
+    window_ms: int = 3_600_000
+
+    def __post_init__(self) -> None:
+        if self.rows < 0 or self.window_ms < 1:
+            raise ValueError("the quarantine cap needs rows >= 0 and a window of at least 1 ms")
+
+
 @dataclass
 class WriteResult:
     """What one committed batch did."""
@@ -63,7 +89,9 @@ class WriteResult:
     stored_readings: int = 0
     duplicates: int = 0
     rejected: list[Rejected] = field(default_factory=list)
-    """Everything quarantined, including refusals found while writing."""
+    """Everything quarantined (kept as a row), including refusals found while writing."""
+    suppressed: list[Rejected] = field(default_factory=list)
+    """Refused, but over the quarantine's cap: counted, not kept."""
     chain: dict[str, int] = field(default_factory=dict)
     """Stored messages by hash-chain verdict (first, ok, gap, broken)."""
     statuses: int = 0
@@ -73,6 +101,7 @@ class WriteResult:
         self.stored_readings += other.stored_readings
         self.duplicates += other.duplicates
         self.rejected += other.rejected
+        self.suppressed += other.suppressed
         self.statuses += other.statuses
         for key, value in other.chain.items():
             self.chain[key] = self.chain.get(key, 0) + value
@@ -219,6 +248,39 @@ def _rejected(message: Accepted, reason: IngestReason, detail: str) -> Rejected:
     )
 
 
+def _refused(item: Item, error: Exception) -> Rejected:
+    """What goes to quarantine for ``item`` when writing it raised ``error``."""
+    if isinstance(error, psycopg.Error):
+        reason, detail = IngestReason.STORE_FAILED, "the database refused it"
+    else:
+        reason = IngestReason.INTERNAL_ERROR
+        detail = f"{type(error).__name__} while storing it: {str(error)[:300]}"
+    if isinstance(item, Accepted):
+        return _rejected(item, reason, detail)
+    if isinstance(item, StatusUpdate):
+        return Rejected(item.topic, item.body, reason, detail, item.received_ms, item.device_id)
+    # A quarantine row itself could not be written: keep what surely can be.
+    return Rejected(
+        topic=_printable(item.topic),
+        body=item.body,
+        reason=IngestReason.INTERNAL_ERROR,
+        detail=f"quarantined as {item.reason.value}, but the row was refused: {detail}",
+        received_ms=item.received_ms,
+        device_id=_printable(item.device_id) if item.device_id is not None else None,
+    )
+
+
+def _printable(text: str) -> str:
+    """``text`` as PostgreSQL's text can hold it: NUL and lone surrogates escaped."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
 class BatchWriter:
     """Writes classified messages in batches, on a connection it owns and reopens.
 
@@ -227,9 +289,16 @@ class BatchWriter:
     (the database is unreachable) having committed nothing; the caller retries.
     """
 
-    def __init__(self, database_url: str, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        connect_timeout_s: float = 5.0,
+        quarantine_cap: QuarantineCap | None = None,
+    ) -> None:
         self._url = database_url
         self._timeout = connect_timeout_s
+        self._cap = quarantine_cap or QuarantineCap()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._meters: dict[tuple[int, str], int] = {}
 
@@ -257,26 +326,56 @@ class BatchWriter:
         return conn
 
     def write(self, items: Sequence[Item]) -> WriteResult:
-        """Store ``items`` (quarantine included) in one transaction, or raise OperationalError."""
+        """Store ``items`` (quarantine included) in one transaction, or raise OperationalError.
+
+        Raises nothing else: a message whose rows cannot be written, for whatever
+        reason, goes to quarantine (``store_failed`` when the database refused it,
+        ``internal_error`` for any other exception) and the rest of the batch is
+        stored.
+        """
         try:
             return self._write_once(items)
         except psycopg.OperationalError:
             self.close()
             raise
-        except psycopg.Error as error:
+        except Exception as error:
             # The transaction was rolled back on the way out; find the culprit.
-            log.warning("ingest: the database refused a batch (%s); splitting it", error)
+            failure = error
+            self._forget_uncommitted(error)
+            log.warning("ingest: a batch could not be written (%r); splitting it", error)
         if len(items) > 1:
             half = len(items) // 2
             result = self.write(items[:half])
             result.merge(self.write(items[half:]))
             return result
         (item,) = items
-        if isinstance(item, Accepted):
-            refused = _rejected(item, IngestReason.STORE_FAILED, "the database refused it")
-            return self._write_once([refused])
-        log.error("ingest: the database refused a %s; dropped", type(item).__name__)
+        # Alone now: quarantine it, and if even that row is refused, the plainest one.
+        refused = _refused(item, failure)
+        for _ in range(2):
+            try:
+                return self._write_once([refused])
+            except psycopg.OperationalError:
+                self.close()
+                raise
+            except Exception as error:
+                failure = error
+                self._forget_uncommitted(error)
+                refused = _refused(refused, failure)
+        log.error(
+            "ingest: a refused message could not be quarantined; dropped (sha256 %s): %r",
+            hashlib.sha256(refused.body).hexdigest(),
+            failure,
+        )
         return WriteResult()
+
+    def _forget_uncommitted(self, error: Exception) -> None:
+        """Undo what a rolled-back attempt left in this writer's memory."""
+        # Meters created in the rolled-back transaction are gone, and their ids with them.
+        self._meters.clear()
+        if not isinstance(error, psycopg.Error):
+            # Raised by our code at any point of the protocol (in a COPY, say): do not
+            # trust the connection's state; the next attempt opens a new one.
+            self.close()
 
     def _write_once(self, items: Sequence[Item]) -> WriteResult:
         result = WriteResult()
@@ -315,6 +414,7 @@ class BatchWriter:
             if messages:
                 self._store_messages(conn, messages, seen, result)
             if result.rejected:
+                result.rejected, result.suppressed = self._admit(conn, result.rejected)
                 self._quarantine(conn, result.rejected)
             for status in statuses:
                 self._status(conn, status)
@@ -442,6 +542,32 @@ class BatchWriter:
             cur.execute(_CHAIN_SUCCESSORS, params)
             cur.execute(_DIRTY, params)
 
+    def _admit(
+        self, conn: psycopg.Connection[tuple[Any, ...]], rejected: list[Rejected]
+    ) -> tuple[list[Rejected], list[Rejected]]:
+        """Split ``rejected`` into what the cap lets into quarantine and what it does not.
+
+        Counted in ``quarantine_windows`` in the batch's transaction, one device and
+        window at a time, in a fixed order (workers lock the same rows in the same
+        order, so they never deadlock).
+        """
+        window_ms = self._cap.window_ms
+        groups: dict[tuple[str, int], list[Rejected]] = {}
+        for r in rejected:
+            key = (r.device_id or "", r.received_ms - r.received_ms % window_ms)
+            groups.setdefault(key, []).append(r)
+        kept: list[Rejected] = []
+        suppressed: list[Rejected] = []
+        for (device, start_ms), group in sorted(groups.items()):
+            row = conn.execute(
+                "SELECT quarantine_admit(%s, ms_to_ts(%s::int8), %s, %s)",
+                (_printable(device), start_ms, len(group), self._cap.rows),
+            ).fetchone()
+            admitted = int(row[0]) if row is not None else 0
+            kept += group[:admitted]
+            suppressed += group[admitted:]
+        return kept, suppressed
+
     def _quarantine(
         self, conn: psycopg.Connection[tuple[Any, ...]], rejected: Sequence[Rejected]
     ) -> None:
@@ -457,10 +583,10 @@ class BatchWriter:
                     (
                         datetime.fromtimestamp(r.received_ms / 1000, tz=UTC),
                         r.reason.value,
-                        r.detail[:1000],
-                        r.topic[:1000],
-                        r.device_id,
-                        r.kid,
+                        _printable(r.detail[:1000]),
+                        _printable(r.topic[:1000]),
+                        _printable(r.device_id) if r.device_id is not None else None,
+                        _printable(r.kid[:200]) if r.kid is not None else None,
                         r.seq,
                         len(r.body),
                         r.body[:QUARANTINE_BODY_BYTES],
