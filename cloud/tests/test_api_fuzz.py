@@ -1,8 +1,11 @@
 """Property test of the whole OpenAPI schema with schemathesis, against a real server.
 
 A real ``gridclear-cloud serve`` process on real PostgreSQL and Redis; every
-operation gets generated requests (valid and not), each with a fresh admin
-session so that protected routes are reached. Every answer must be documented,
+operation gets generated requests (valid and not), each with a fresh session of
+an admin, an operator or a participant, so that protected routes are reached as
+each role. Some cases carry a value at the edge of what the types allow in one of
+their strings: a U+0000 character, or a calendar-edge date-time (years 1 and 9999,
+with offsets that push them past the calendar). Every answer must be documented,
 below 500 and wear the envelope.
 """
 
@@ -13,14 +16,17 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import schemathesis
 from cloud.tests.api_support import fresh_database
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from gridclear.cloud.identity.bootstrap import create_admin
@@ -29,6 +35,22 @@ from gridclear.cloud.settings import Settings, generate_signing_key_pem
 from gridclear.cloud.storage.migrations import migrate
 
 ADMIN = ("fuzz-admin@example.org", "a long fuzzing passphrase")
+CALLERS = {
+    "admin": ADMIN,
+    "operator": ("fuzz-operator@example.org", "a long fuzzing passphrase"),
+    "participant": ("fuzz-participant@example.org", "a long fuzzing passphrase"),
+}
+EDGE_VALUES = [
+    "\u0000",
+    "a\u0000b",
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:30:00Z",
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59Z",
+    "9999-12-31T23:59:59.999999+00:00",
+    "9999-12-31T23:59:59-14:00",
+]
+"""Values at the edges of the API's types, put in place of one generated string."""
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +68,14 @@ def fuzz_server(postgres_admin_url: str, redis_url: str) -> Iterator[str]:
             "GRIDCLEAR_JWT_PRIVATE_KEY": generate_signing_key_pem(),
         }
         migrate(url)
-        create_admin(
-            settings=Settings(database_url=url, argon2_time_cost=1, argon2_memory_kib=1024),
-            email=ADMIN[0],
-            password=ADMIN[1],
-        )
+        for role, (email, password) in CALLERS.items():
+            create_admin(
+                settings=Settings(database_url=url, argon2_time_cost=1, argon2_memory_kib=1024),
+                email=email,
+                password=password,
+            )
+            with psycopg.connect(url) as conn:
+                conn.execute("UPDATE users SET role = %s WHERE email = %s", (role, email))
         port = free_port()
         # The same server `gridclear-cloud serve` runs: uvicorn on the app factory.
         server = subprocess.Popen(
@@ -101,9 +126,65 @@ def _schema() -> Any:
 schema = _schema()
 
 
-def _admin_token(base: str) -> str:
+def _string_slots(value: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Where ``value`` (a generated body, query or path parameters) holds a string."""
+    if isinstance(value, str):
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _string_slots(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _string_slots(v, (*path, i))]
+    return []
+
+
+def _put(container: Any, path: tuple[object, ...], value: str) -> None:
+    for step in path[:-1]:
+        container = container[step]
+    container[path[-1]] = value
+
+
+@schema.hook
+def flatmap_case(context: Any, case: Any) -> Any:
+    """Half the cases as generated; the rest with one string an edge value, or NUL added."""
+    slots = [
+        (part, path)
+        for part in ("body", "query", "path_parameters")
+        for path in _string_slots(getattr(case, part))
+        if path
+    ]
+    if not slots:
+        return st.just(case)
+
+    def edged(choice: tuple[int, str | None]) -> Any:
+        part, path = slots[choice[0]]
+        container = getattr(case, part)
+        before = container
+        for step in path:
+            before = before[step]
+        _put(container, path, choice[1] if choice[1] is not None else f"{before}\u0000")
+        return case
+
+    edges = st.tuples(
+        st.integers(0, len(slots) - 1), st.one_of(st.none(), st.sampled_from(EDGE_VALUES))
+    )
+    return st.one_of(st.just(case), edges.map(edged))
+
+
+def _caller(case: Any) -> tuple[str, str]:
+    """The role a case is sent as: one of the three, fixed by the case's content.
+
+    A function of the case rather than a third parameter of the test, so that each
+    role gets a share of the examples and the run costs no more than one role's.
+    """
+    content = repr((case.operation.label, case.path_parameters, case.query, case.body))
+    roles = sorted(CALLERS)
+    return CALLERS[roles[zlib.crc32(content.encode()) % len(roles)]]
+
+
+def _token(base: str, caller: tuple[str, str]) -> str:
+    email, password = caller
     response = httpx.post(
-        f"{base}/api/auth/login", json={"email": ADMIN[0], "password": ADMIN[1]}, timeout=10
+        f"{base}/api/auth/login", json={"email": email, "password": password}, timeout=10
     )
     assert response.status_code == 200, response.text
     token: str = response.json()["data"]["accessToken"]
@@ -122,7 +203,7 @@ def test_every_operation_answers_documented_enveloped_and_below_500(
 ) -> None:
     response = case.call_and_validate(
         base_url=fuzz_server,
-        headers={"Authorization": f"Bearer {_admin_token(fuzz_server)}"},
+        headers={"Authorization": f"Bearer {_token(fuzz_server, _caller(case))}"},
         # Some valid-looking input is refused on meaning the schema cannot express
         # (a base58 string of the right length that is not a 32-byte key, an expiry in
         # the past); such refusals are documented 4xx answers, checked below.

@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 DEFAULT_RATE_LIMITS: dict[str, str] = {
     # Unauthenticated sign-in and registration, per client address.
     "auth": "30/minute",
-    # Sign-in attempts naming one wallet or email, from anywhere.
+    # Sign-in attempts and password changes naming one wallet, email or account, from anywhere.
     "account": "10/minute",
+    # Registrations per client address (each reveals whether its email has an account).
+    "register": "10/minute;60/hour",
     # Every other /api route, per client address.
     "api": "600/minute",
     # Every authenticated request, per user or API key.

@@ -45,7 +45,7 @@ from gridclear.cloud.api.envelope import failure_body
 from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.api.logs import configure_logging
 from gridclear.cloud.api.metrics import ApiMetrics
-from gridclear.cloud.api.middleware import BodyLimit, RequestContext
+from gridclear.cloud.api.middleware import BodyLimit, NoNul, RequestContext
 from gridclear.cloud.api.ratelimit import RateLimiter
 from gridclear.cloud.api.routes import (
     admin,
@@ -188,6 +188,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.state.realtime = realtime
     _install_error_handlers(app, metrics)
 
+    app.add_middleware(NoNul)  # inside BodyLimit: the body it reads whole is bounded
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(GZipMiddleware, minimum_size=1000)
     app.add_middleware(

@@ -1,4 +1,5 @@
-"""ASGI middleware of the API: request ids, logs, metrics, security headers, body limit.
+"""ASGI middleware of the API: request ids, logs, metrics, security headers, body limit,
+and the refusal of NUL characters in every string a request carries.
 
 Written as plain ASGI callables rather than Starlette's ``BaseHTTPMiddleware``,
 which costs a task and a stream per request. :class:`RequestContext` is also the
@@ -13,8 +14,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gridclear.cloud.api.envelope import failure_body
@@ -22,7 +26,7 @@ from gridclear.cloud.api.errors import ErrorCode
 from gridclear.cloud.api.logs import request_id_var
 from gridclear.cloud.api.metrics import ApiMetrics
 
-__all__ = ["BodyLimit", "RequestContext", "json_error"]
+__all__ = ["BodyLimit", "NoNul", "RequestContext", "json_error"]
 
 log = logging.getLogger("gridclear.cloud.api.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -197,3 +201,124 @@ class BodyLimit:
                 ErrorCode.PAYLOAD_TOO_LARGE, details={"maxBytes": self.max_bytes}
             ):
                 await send(message)
+
+
+_NUL = "\x00"
+_JSON_NUL = b"\\u0000"
+"""How JSON writes U+0000 (a raw NUL byte is not JSON and fails to parse anyway)."""
+_MAX_REPORTED = 10
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class NoNul:
+    """Refuse U+0000 in any path, query or JSON body string with ``422 VALIDATION_ERROR``.
+
+    PostgreSQL's text cannot hold NUL, so such a value would fail deep in a route
+    (after a password hash, say). Here it is refused before the app sees the
+    request, once for every route; ``details`` names each field as a validation
+    error does (``["body", "email"]``, ``["query", "to"]``, ``["path", "device_id"]``).
+
+    A body is read whole before the app runs (the framework reads JSON bodies whole
+    anyway, and :class:`BodyLimit` outside bounds it) and parsed again only when its
+    bytes contain the escape ``\\u0000``. Socket.IO's own transport is left alone.
+    """
+
+    def __init__(self, app: ASGIApp, *, skip_prefix: str = "/socket.io") -> None:
+        self.app = app
+        self.skip_prefix = skip_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.skip_prefix):
+            await self.app(scope, receive, send)
+            return
+        found = [*_nul_in_path(scope), *_nul_in_query(scope["query_string"])]
+        if scope["method"] in _BODY_METHODS:
+            messages, body = await _read_body(receive)
+            if _JSON_NUL in body:
+                found.extend(_nul_in_json(body))
+            receive = _replay(messages, receive)
+        if found:
+            details = [
+                {"location": location, "message": "must not contain the character U+0000"}
+                for location in found[:_MAX_REPORTED]
+            ]
+            for message in json_error(ErrorCode.VALIDATION_ERROR, details=details):
+                await send(message)
+            return
+        await self.app(scope, receive, send)
+
+
+def _printable(name: str) -> str:
+    return name.replace(_NUL, "\\u0000")
+
+
+def _nul_in_path(scope: Scope) -> list[list[str]]:
+    if _NUL not in scope["path"]:
+        return []
+    # Name the route's parameter when a route matches (only on this rare path).
+    router = getattr(scope.get("app"), "router", None)
+    for route in getattr(router, "routes", ()):
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            params: dict[str, Any] = child.get("path_params", {})
+            named = [["path", name] for name, value in params.items() if _NUL in str(value)]
+            if named:
+                return named
+    return [["path"]]
+
+
+def _nul_in_query(query_string: bytes) -> list[list[str]]:
+    if b"%00" not in query_string and b"\x00" not in query_string:
+        return []
+    # Decoded as the framework decodes it.
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    return [["query", _printable(name)] for name, value in pairs if _NUL in name + value]
+
+
+async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return messages, b"".join(chunks)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = iter(messages)
+
+    async def replay() -> Message:
+        message = next(pending, None)
+        return message if message is not None else await receive()
+
+    return replay
+
+
+def _nul_in_json(body: bytes) -> list[list[str]]:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return []  # not JSON: the framework refuses it on its own terms
+    return list(_nul_locations(document, ["body"]))
+
+
+def _nul_locations(value: object, at: list[str]) -> Iterator[list[str]]:
+    # Iterative: a deeply nested document must not exhaust the stack here.
+    stack: list[tuple[object, list[str]]] = [(value, at)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if _NUL in item:
+                yield where
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                if _NUL in key:
+                    yield [*where, _printable(key)]
+                stack.append((child, [*where, _printable(key)]))
+        elif isinstance(item, list):
+            stack.extend((child, [*where, str(i)]) for i, child in reversed(list(enumerate(item))))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
@@ -16,6 +16,8 @@ from gridclear.cloud.identity.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_
 from gridclear.cloud.identity.roles import Role, Scope
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
     "ApiKeyCreateIn",
     "ApiKeyCreatedOut",
     "ApiKeyOut",
@@ -35,6 +37,7 @@ __all__ = [
     "RoleChangeIn",
     "SessionOut",
     "UserOut",
+    "UtcDatetime",
     "ValidateOut",
     "VerifyIn",
 ]
@@ -84,8 +87,35 @@ def _iso_only(value: object) -> object:
     return value
 
 
-IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
-"""An RFC 3339 date-time with its offset (``2026-05-04T10:15:00Z``)."""
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+"""The earliest date-time any input may name."""
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+"""Every input date-time lies before this.
+
+Python's datetime (and so every library the service reads rows with) ends at
+9999-12-31 in the row's own time zone. A year of headroom keeps any input, moved
+to any offset or by any span the service adds (a year at most), inside it, so a
+value accepted here can be stored and read back everywhere.
+"""
+
+
+def _within_calendar(value: datetime) -> datetime:
+    # Compared before any arithmetic: 0001-01-01T00:00+14:00 has no UTC equivalent.
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not EARLIEST <= aware < LATEST:
+        raise ValueError("expected a date-time from 1970-01-01T00:00:00Z to before 9999-01-01")
+    return aware.astimezone(UTC)
+
+
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_within_calendar)]
+"""An RFC 3339 date-time with its offset (``2026-05-04T10:15:00Z``), in [EARLIEST, LATEST), as UTC.
+
+Every date-time a client sends is one of these (or a :data:`UtcDatetime`): a value
+outside the range is a 422 naming the field, never a failure further in.
+"""
+
+UtcDatetime = Annotated[datetime, AfterValidator(_within_calendar)]
+"""As :data:`IsoDatetime`, but a value without an offset is read as UTC (the meter routes')."""
 
 
 class UserOut(ApiModel):

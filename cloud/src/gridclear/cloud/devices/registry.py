@@ -310,8 +310,11 @@ async def revoke_key(
     return await _key(conn, kid)
 
 
+# in_calendar (migration 0033): a stored time Python cannot represent must not break
+# the device's key list.
 _SELECT_KEY = """
-SELECT k.kid, d.device_id, k.public_key, k.valid_from, k.valid_until, k.revoked_at,
+SELECT k.kid, d.device_id, k.public_key, in_calendar(k.valid_from) AS valid_from,
+       in_calendar(k.valid_until) AS valid_until, in_calendar(k.revoked_at) AS revoked_at,
        k.source, k.created_at
 FROM device_keys k JOIN devices d ON d.id = k.device_pk
 """

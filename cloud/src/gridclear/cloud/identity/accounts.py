@@ -1,8 +1,9 @@
 """Users and their wallets in PostgreSQL.
 
 Every function takes an open connection (autocommit) and opens its own
-transaction where it writes more than one row, so callers cannot leave an
-account half made.
+transaction where it writes more than one row, or writes and then reads back,
+so callers cannot leave an account half made, nor a row stored by a request
+that failed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gridclear.cloud.storage.pool import Pool
 
 __all__ = [
     "AccountConflictError",
+    "LastAdminError",
     "User",
     "UserLoader",
     "add_credentials",
@@ -175,16 +177,17 @@ async def create_password_user(
 ) -> User:
     """A new password account; :class:`AccountConflictError` when the email is taken."""
     try:
-        cur = await conn.execute(
-            "INSERT INTO users (email, password_hash, display_name, role)"
-            " VALUES (%s, %s, %s, %s) RETURNING id",
-            (email, password_hash, display_name, role),
-        )
+        async with conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO users (email, password_hash, display_name, role)"
+                " VALUES (%s, %s, %s, %s) RETURNING id",
+                (email, password_hash, display_name, role),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            user = await get_user(conn, row["id"])
     except psycopg.errors.UniqueViolation as exc:
         raise AccountConflictError("an account with this email exists") from exc
-    row = await cur.fetchone()
-    assert row is not None
-    user = await get_user(conn, row["id"])
     assert user is not None
     return user
 
@@ -231,13 +234,30 @@ async def update_profile(conn: Conn, *, user_id: int, display_name: str | None) 
     )
 
 
+class LastAdminError(Exception):
+    """The change would leave no active admin."""
+
+
 async def set_role(conn: Conn, *, user_id: int, role: Role) -> Role | None:
-    """Change a user's role; returns the previous role, or None for no such user."""
+    """Change a user's role; returns the previous role, or None for no such user.
+
+    :class:`LastAdminError` when it would demote the last active admin. The check
+    and the change are one transaction holding every active admin's row, so two
+    admins demoting each other at once cannot both pass it: the second waits for
+    the first, then counts again.
+    """
     async with conn.transaction():
+        # In id order, so that concurrent changes queue rather than deadlock.
+        cur = await conn.execute(
+            "SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id FOR UPDATE"
+        )
+        admins = {row["id"] for row in await cur.fetchall()}
         cur = await conn.execute("SELECT role FROM users WHERE id = %s FOR UPDATE", (user_id,))
         row = await cur.fetchone()
         if row is None:
             return None
+        if role is not Role.ADMIN and admins == {user_id}:
+            raise LastAdminError("this is the last active admin")
         await conn.execute(
             "UPDATE users SET role = %s, updated_at = now() WHERE id = %s", (role, user_id)
         )

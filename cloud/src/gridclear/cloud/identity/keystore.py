@@ -34,8 +34,13 @@ class ApiKey:
     revoked_at: datetime | None
 
 
-# Fixed column list spliced into queries (no user input ever reaches it).
-_COLUMNS = "id, user_id, name, prefix, scopes, created_at, expires_at, last_used_at, revoked_at"
+# Fixed column list spliced into queries (no user input ever reaches it). The
+# client-chosen expiry is read through in_calendar (migration 0033): a stored value
+# Python cannot represent must not break the owner's key list.
+_COLUMNS = (
+    "id, user_id, name, prefix, scopes, created_at,"
+    " in_calendar(expires_at) AS expires_at, last_used_at, revoked_at"
+)
 
 
 def _key(row: dict[str, Any]) -> ApiKey:
@@ -61,28 +66,36 @@ async def create_key(
     expires_at: datetime | None,
     now: datetime,
 ) -> tuple[ApiKey, str]:
-    """A new key and its secret text (the only time it exists outside the caller)."""
+    """A new key and its secret text (the only time it exists outside the caller).
+
+    The row is written and read back in one transaction: if reading it back fails,
+    nothing is stored (on an autocommit connection the INSERT would already be
+    committed when its RETURNING row failed to load).
+    """
     for _ in range(3):
         made = new_key()
         try:
-            cur = await conn.execute(
-                "INSERT INTO api_keys (user_id, name, prefix, key_hash, scopes, created_at,"  # noqa: S608
-                f" expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (
-                    user_id,
-                    name,
-                    made.prefix,
-                    made.key_hash,
-                    sorted(s.value for s in scopes),
-                    now,
-                    expires_at,
-                ),
-            )
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "INSERT INTO api_keys (user_id, name, prefix, key_hash, scopes,"  # noqa: S608
+                    " created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    f" RETURNING {_COLUMNS}",
+                    (
+                        user_id,
+                        name,
+                        made.prefix,
+                        made.key_hash,
+                        sorted(s.value for s in scopes),
+                        now,
+                        expires_at,
+                    ),
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                key = _key(row)
         except psycopg.errors.UniqueViolation:
             continue  # a 48-bit prefix collided: draw another
-        row = await cur.fetchone()
-        assert row is not None
-        return _key(row), made.key
+        return key, made.key
     raise RuntimeError("could not draw an unused API key prefix")
 
 

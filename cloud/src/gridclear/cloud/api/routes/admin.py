@@ -55,16 +55,14 @@ async def change_role(
     if not 0 < user_id <= _MAX_ID:
         raise ApiError(ErrorCode.NOT_FOUND, "No such user")
     async with services.pool.connection() as conn:
-        target = await accounts.get_user(conn, user_id)
-        if target is None:
+        try:
+            previous = await accounts.set_role(conn, user_id=user_id, role=body.role)
+        except accounts.LastAdminError as exc:
+            raise ApiError(
+                ErrorCode.CONFLICT, "This is the last admin; promote another first"
+            ) from exc
+        if previous is None:
             raise ApiError(ErrorCode.NOT_FOUND, "No such user")
-        if (
-            target.role is Role.ADMIN
-            and body.role is not Role.ADMIN
-            and await accounts.count_admins(conn) <= 1
-        ):
-            raise ApiError(ErrorCode.CONFLICT, "This is the last admin; promote another first")
-        previous = await accounts.set_role(conn, user_id=user_id, role=body.role)
         updated = await accounts.get_user(conn, user_id)
     assert updated is not None
     await audit(

@@ -154,24 +154,47 @@ async def verify_sign_in(body: VerifyIn, services: ServicesDep, request: Request
     "/register",
     summary="Create a password account and sign in",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(rate_limit("auth"))],
+    dependencies=[Depends(rate_limit("auth")), Depends(rate_limit("register"))],
     responses=error_responses(
         ErrorCode.CONFLICT, ErrorCode.VALIDATION_ERROR, ErrorCode.RATE_LIMIT_EXCEEDED
     ),
 )
 async def register(body: RegisterIn, services: ServicesDep, request: Request) -> Ok[SessionOut]:
+    """409 when the email has an account: registration reveals that (docs/API.md, "Accounts").
+
+    So it is limited per client address by its own ``register`` group, and each such
+    refusal is audited with the address, for operators to see a sweep of emails.
+    The password is hashed either way, so both answers cost the same time.
+    """
     password_hash = await services.passwords.hash(body.password)
+    conflict: accounts.AccountConflictError | None = None
     async with services.pool.connection() as conn:
         try:
             user = await accounts.create_password_user(
                 conn, email=body.email, password_hash=password_hash, display_name=body.display_name
             )
         except accounts.AccountConflictError as exc:
-            raise ApiError(ErrorCode.CONFLICT, "An account with this email exists") from exc
+            conflict = exc
+    if conflict is not None:
+        await audit(
+            services.pool,
+            request,
+            AuditEvent.REGISTER,
+            "failure",
+            actor_id=None,
+            subject=body.email,
+            details={"reason": "exists"},
+        )
+        raise ApiError(ErrorCode.CONFLICT, "An account with this email exists") from conflict
     await audit(
         services.pool, request, AuditEvent.REGISTER, "success", actor_id=user.id, subject=user.email
     )
     return ok(await new_session(services, user))
+
+
+def password_rate_key(user: accounts.User) -> str:
+    """The ``account`` limit's key for guesses at this user's password (login's, by email)."""
+    return f"email:{user.email}" if user.email is not None else f"user:{user.id}"
 
 
 @router.post(
@@ -300,6 +323,7 @@ async def auth_profile(principal: CurrentPrincipal) -> Ok[UserOut]:
 @router.put(
     "/password",
     summary="Change the password; other sessions are signed out",
+    dependencies=[Depends(rate_limit("auth"))],
     responses=error_responses(
         ErrorCode.AUTHENTICATION_REQUIRED,
         ErrorCode.INVALID_TOKEN,
@@ -314,7 +338,13 @@ async def auth_profile(principal: CurrentPrincipal) -> Ok[UserOut]:
 async def change_password(
     body: PasswordChangeIn, principal: CurrentSession, services: ServicesDep, request: Request
 ) -> Ok[UserOut]:
+    """Checks the current password: limited as login is, before any hash is computed.
+
+    Per client address (``auth``) and per account (``account``, the budget login
+    spends for the same email), so a stolen session cannot guess the password.
+    """
     user = principal.user
+    await hit_limit(services, "account", password_rate_key(user))
     async with services.pool.connection() as conn:
         stored = await accounts.get_password_hash(conn, user.id)
     if stored is None:

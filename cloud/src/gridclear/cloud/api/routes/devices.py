@@ -317,7 +317,9 @@ async def revoke_key(
 ) -> Ok[KeyOut]:
     async with services.pool.connection() as conn:
         try:
-            key = await devices.revoke_key(conn, kid=kid, at=body.at, reason=body.reason)
+            # Written and read back in one transaction: a request that fails stores nothing.
+            async with conn.transaction():
+                key = await devices.revoke_key(conn, kid=kid, at=body.at, reason=body.reason)
         except devices.DeviceError as exc:
             raise _refusal(exc) from exc
     return ok(KeyOut.of(key))

@@ -18,6 +18,7 @@ from gridclear.cloud import devices
 from gridclear.cloud.api.deps import Principal, ServicesDep, require_scope
 from gridclear.cloud.api.envelope import ApiModel, Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
+from gridclear.cloud.api.schemas import UtcDatetime
 from gridclear.cloud.identity.roles import Role, Scope
 from gridclear.cloud.storage.quality import quality_flags
 from gridclear.shared.readings import Quality
@@ -106,15 +107,12 @@ def _is_operator(principal: Principal) -> bool:
     return principal.user.role in (Role.OPERATOR, Role.ADMIN)
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def _span(
     start: datetime | None, end: datetime | None, default: timedelta
 ) -> tuple[datetime, datetime]:
-    end = _utc(end) if end is not None else datetime.now(UTC)
-    start = _utc(start) if start is not None else end - default
+    """The asked span; both ends are UTC and within the calendar (:data:`UtcDatetime`)."""
+    end = end if end is not None else datetime.now(UTC)
+    start = start if start is not None else end - default
     if start >= end:
         raise ApiError(ErrorCode.VALIDATION_ERROR, "'from' must be before 'to'")
     if end - start > MAX_SPAN:
@@ -188,8 +186,8 @@ async def readings(  # noqa: PLR0917 -- FastAPI passes path, query and dependenc
     meter_id: int,
     principal: Reader,
     services: ServicesDep,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: Annotated[UtcDatetime | None, Query(alias="from")] = None,
+    end: Annotated[UtcDatetime | None, Query(alias="to")] = None,
     bucket: Annotated[str | None, Query(description="1m, 5m, 15m, 1h or 1d")] = None,
 ) -> Ok[list[ReadingOut]]:
     meter = await _visible_meter(services, principal, meter_id)
@@ -232,8 +230,8 @@ async def intervals(
     meter_id: int,
     principal: Reader,
     services: ServicesDep,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: Annotated[UtcDatetime | None, Query(alias="from")] = None,
+    end: Annotated[UtcDatetime | None, Query(alias="to")] = None,
 ) -> Ok[list[IntervalOut]]:
     meter = await _visible_meter(services, principal, meter_id)
     start, end = _span(start, end, timedelta(days=1))
