@@ -44,6 +44,8 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "auth": "30/minute",
     # Sign-in attempts naming one wallet or email, from anywhere.
     "account": "10/minute",
+    # Gateway enrolment (the token is the credential), per client address.
+    "enroll": "10/minute",
     # Every other /api route, per client address.
     "api": "600/minute",
     # Every authenticated request, per user or API key.
