@@ -9,6 +9,7 @@ from typing import Final
 __all__ = [
     "ACCESS_TOKEN_TTL_S",
     "ADMIN_PASSWORD",
+    "API_DOCS",
     "BROKER_CONFIG",
     "CORS_ORIGINS",
     "DATABASE_URL",
@@ -16,6 +17,11 @@ __all__ = [
     "DB_POOL_MIN",
     "ENV",
     "FORWARDED_ALLOW_IPS",
+    "HTTP_BODY_TIMEOUT_S",
+    "HTTP_HEADER_TIMEOUT_S",
+    "HTTP_KEEPALIVE_TIMEOUT_S",
+    "HTTP_MAX_CONNECTIONS",
+    "HTTP_MAX_HEAD_BYTES",
     "JWT_AUDIENCE",
     "JWT_ISSUER",
     "JWT_PRIVATE_KEY",
@@ -25,6 +31,7 @@ __all__ = [
     "MARKET_EPOCH",
     "MARKET_SPEED",
     "MAX_BODY_BYTES",
+    "METRICS_TOKEN",
     "MQTT_URL",
     "NONCE_TTL_S",
     "RATE_LIMITS",
@@ -99,6 +106,20 @@ LOG_FORMAT: Final = "GRIDCLEAR_LOG_FORMAT"
 LOG_LEVEL: Final = "GRIDCLEAR_LOG_LEVEL"
 FORWARDED_ALLOW_IPS: Final = "GRIDCLEAR_FORWARDED_ALLOW_IPS"
 """Proxies whose X-Forwarded-For is trusted for the client address (comma list, or ``*``)."""
+METRICS_TOKEN: Final = "GRIDCLEAR_METRICS_TOKEN"  # noqa: S105 (a name, not a secret)
+"""Bearer token Prometheus must send for ``/metrics``; without it, no metrics in production."""
+API_DOCS: Final = "GRIDCLEAR_API_DOCS"
+"""Serve ``/openapi.json``, ``/docs`` and ``/redoc`` (default: in development only)."""
+HTTP_MAX_HEAD_BYTES: Final = "GRIDCLEAR_HTTP_MAX_HEAD_BYTES"
+"""Largest request head (request line and headers) the server reads; larger answers 431."""
+HTTP_HEADER_TIMEOUT_S: Final = "GRIDCLEAR_HTTP_HEADER_TIMEOUT_S"
+"""Seconds a client has to send a whole request head, from connecting or from its first byte."""
+HTTP_BODY_TIMEOUT_S: Final = "GRIDCLEAR_HTTP_BODY_TIMEOUT_S"
+"""Seconds a client has to send a whole request body once its head has arrived."""
+HTTP_KEEPALIVE_TIMEOUT_S: Final = "GRIDCLEAR_HTTP_KEEPALIVE_TIMEOUT_S"
+"""Seconds an idle keep-alive connection stays open between requests."""
+HTTP_MAX_CONNECTIONS: Final = "GRIDCLEAR_HTTP_MAX_CONNECTIONS"
+"""Connections (and tasks) per API worker process past which new requests answer 503."""
 
 ADMIN_PASSWORD: Final = "GRIDCLEAR_ADMIN_PASSWORD"  # noqa: S105 (a name, not a secret)
 """``admin create`` reads the new admin's password from here when set (automation)."""

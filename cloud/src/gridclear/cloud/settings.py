@@ -8,7 +8,9 @@ Secrets and modes:
 
 - ``GRIDCLEAR_ENV=production`` refuses to start without a real Ed25519 signing
   key for access tokens, with a ``localhost`` sign-in domain, with a ``*`` CORS
-  origin, or with password hashing weaker than OWASP's argon2id minimum.
+  origin, with password hashing weaker than OWASP's argon2id minimum, or with a
+  short metrics token. It serves no metrics (unless a metrics token is set) and
+  no API documents (unless ``GRIDCLEAR_API_DOCS`` turns them on).
 - In development, when no key is configured, :meth:`Settings.load` generates a
   fresh one for this process start and logs a warning: tokens then die with the
   process, and nothing secret is ever written to the repository. ``serve`` hands
@@ -31,6 +33,7 @@ from gridclear.cloud import env as names
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
+    "MIN_METRICS_TOKEN_CHARS",
     "OWASP_ARGON2_MIN_MEMORY_KIB",
     "Settings",
     "SettingsError",
@@ -46,6 +49,8 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "account": "10/minute",
     # Registrations per client address (each reveals whether its email has an account).
     "register": "10/minute;60/hour",
+    # Gateway enrolment (the token is the credential), per client address.
+    "enroll": "10/minute",
     # Every other /api route, per client address.
     "api": "600/minute",
     # Every authenticated request, per user or API key.
@@ -55,6 +60,10 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
 
 OWASP_ARGON2_MIN_MEMORY_KIB = 19 * 1024
 """OWASP's minimum argon2id memory (19 MiB with two passes); production refuses less."""
+
+
+MIN_METRICS_TOKEN_CHARS = 32
+"""Production refuses a shorter metrics bearer token."""
 
 
 class SettingsError(ValueError):
@@ -144,6 +153,47 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = Field(
         default="127.0.0.1", validation_alias=names.FORWARDED_ALLOW_IPS
     )
+    """GRIDCLEAR_FORWARDED_ALLOW_IPS: only the reverse proxy's own address(es)."""
+    metrics_token: SecretStr | None = Field(default=None, validation_alias=names.METRICS_TOKEN)
+    """GRIDCLEAR_METRICS_TOKEN: ``/metrics`` then needs ``Authorization: Bearer <token>``.
+
+    Without it, ``/metrics`` is open in development and absent in production.
+    """
+    api_docs: bool | None = Field(default=None, validation_alias=names.API_DOCS)
+    """GRIDCLEAR_API_DOCS: serve the OpenAPI document and its pages (None: development only)."""
+
+    # The HTTP server's own limits (uvicorn; see gridclear.cloud.api.server_limits).
+    http_max_head_bytes: int = Field(
+        default=16 * 1024, ge=1024, le=1024 * 1024, validation_alias=names.HTTP_MAX_HEAD_BYTES
+    )
+    """GRIDCLEAR_HTTP_MAX_HEAD_BYTES."""
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, validation_alias=names.HTTP_HEADER_TIMEOUT_S
+    )
+    """GRIDCLEAR_HTTP_HEADER_TIMEOUT_S."""
+    http_body_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, validation_alias=names.HTTP_BODY_TIMEOUT_S
+    )
+    """GRIDCLEAR_HTTP_BODY_TIMEOUT_S."""
+    http_keepalive_timeout_s: int = Field(
+        default=5, ge=1, le=300, validation_alias=names.HTTP_KEEPALIVE_TIMEOUT_S
+    )
+    """GRIDCLEAR_HTTP_KEEPALIVE_TIMEOUT_S."""
+    http_max_connections: int = Field(
+        default=4096, ge=16, le=1_000_000, validation_alias=names.HTTP_MAX_CONNECTIONS
+    )
+    """GRIDCLEAR_HTTP_MAX_CONNECTIONS: per worker process."""
+
+    @property
+    def serves_api_docs(self) -> bool:
+        """Whether the OpenAPI document and its pages are served (default: development only)."""
+        return self.api_docs if self.api_docs is not None else self.env == "development"
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _no_empty_token(cls, value: object) -> object:
+        # An empty variable (compose passes ${VAR:-}) means no token, not an empty one.
+        return None if value == "" else value
 
     @field_validator("rate_limits")
     @classmethod
@@ -191,6 +241,14 @@ class Settings(BaseSettings):
                 f"argon2id parameters below OWASP's minimum (19 MiB, 2 passes): "
                 f"{names.ARGON2_MEMORY_KIB}={self.argon2_memory_kib}, "
                 f"{names.ARGON2_TIME_COST}={self.argon2_time_cost}"
+            )
+        if (
+            self.metrics_token is not None
+            and len(self.metrics_token.get_secret_value()) < MIN_METRICS_TOKEN_CHARS
+        ):
+            problems.append(
+                f"{names.METRICS_TOKEN} must be at least {MIN_METRICS_TOKEN_CHARS} characters "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
         if problems:
             raise ValueError("refusing to run in production: " + "; ".join(problems))

@@ -4,7 +4,10 @@
 reads the device id and key file from the configuration, creates the key file if it
 does not exist yet (the private key never leaves the gateway), and posts
 ``{"token", "publicKey", "deviceId"}`` to ``<url>/api/devices/enroll``. The cloud
-answers with the key's ``kid``, which must be this key's thumbprint.
+answers with the key's ``kid``, which must be this key's thumbprint. A refusal is
+one message saying what to do: a used or replaced token needs a new one, a gateway
+that already has a key needs the operator's rotation token, and enrolment attempts
+are rate limited per address.
 
 Only the standard library's urllib: the gateway stays light. The token is a
 credential, so plain ``http://`` is refused except to a loopback address (or with
@@ -65,13 +68,27 @@ def enrol_url(url: str, *, allow_http: bool = False) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def _error_message(status: int, body: bytes) -> str:
+_HINTS = {
+    "INVALID_TOKEN": (
+        "a token works once, and only the newest one issued for a device: ask the operator "
+        "for a new one (gridclear-cloud devices token --device-id ...)"
+    ),
+    "RATE_LIMIT_EXCEEDED": "too many enrolment attempts from this address; retry in {retry} s",
+}
+"""What the installer can do about a refusal, by the cloud's error code."""
+
+
+def _error_message(status: int, body: bytes, retry_after: str | None = None) -> str:
     try:
         data: Any = json.loads(body)
         error = data["error"]
-        return f"{error['message']} ({error['code']}, HTTP {status})"
+        message = f"{error['message']} ({error['code']}, HTTP {status})"
     except (ValueError, KeyError, TypeError):
         return f"HTTP {status}: {body[:200].decode(errors='replace')}"
+    hint = _HINTS.get(str(error["code"]))
+    if hint is not None:
+        message += ". " + hint.format(retry=retry_after or "a minute")
+    return message
 
 
 def enrol(
@@ -105,7 +122,8 @@ def enrol(
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
             answer: Any = json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        raise EnrolError(f"the cloud refused: {_error_message(exc.code, exc.read())}") from None
+        message = _error_message(exc.code, exc.read(), exc.headers.get("Retry-After"))
+        raise EnrolError(f"the cloud refused: {message}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise EnrolError(f"cannot reach {endpoint}: {reason}") from None

@@ -9,6 +9,13 @@ Socket.IO is served by the same app at ``/socket.io`` (docs/REALTIME.md): the
 lifespan subscribes it to the deployment's Redis channel before the app serves,
 and hangs the :class:`~gridclear.cloud.realtime.EventPublisher` on ``app.state.events``.
 
+What the port shows besides the API is a setting: Prometheus ``/metrics`` is open
+in development, needs ``GRIDCLEAR_METRICS_TOKEN`` as a bearer token when one is
+set, and is absent in production without one; the OpenAPI document and its pages
+(``/openapi.json``, ``/docs``, ``/redoc``) are served in development, and in
+production only with ``GRIDCLEAR_API_DOCS=true``. ``app.openapi()`` builds the
+document either way (405 answers name allowed methods from it).
+
 Every answer wears the envelope, errors included: ``ApiError``, FastAPI's
 validation errors, Starlette's 404 and 405, oversized bodies and, through
 :class:`~gridclear.cloud.api.middleware.RequestContext`, unhandled exceptions
@@ -18,6 +25,7 @@ validation errors, Starlette's 404 and 405, oversized bodies and, through
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -26,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -44,7 +52,7 @@ from gridclear.cloud.api.deps import API_GROUP, rate_limit
 from gridclear.cloud.api.envelope import failure_body
 from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.api.logs import configure_logging
-from gridclear.cloud.api.metrics import ApiMetrics
+from gridclear.cloud.api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from gridclear.cloud.api.middleware import BodyLimit, NoNul, RequestContext
 from gridclear.cloud.api.ratelimit import RateLimiter
 from gridclear.cloud.api.routes import (
@@ -167,6 +175,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             '`{"success": false, "error": {"message", "code", "details"}}`.'
         ),
         lifespan=lifespan,
+        openapi_url="/openapi.json" if settings.serves_api_docs else None,
+        docs_url="/docs" if settings.serves_api_docs else None,
+        redoc_url="/redoc" if settings.serves_api_docs else None,
     )
     per_ip = [Depends(rate_limit(API_GROUP))]
     # Routes are matched in order, one by one: the busiest go first. (No two
@@ -184,10 +195,18 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(device_routes.router, dependencies=per_ip)
     app.include_router(market_admin.router, dependencies=per_ip)
     app.include_router(health.router)
+    _mount_metrics(app, settings, metrics)
     app.mount("/socket.io", realtime.asgi, name="socket.io")
     app.state.realtime = realtime
     _install_error_handlers(app, metrics)
 
+    _install_middleware(app, settings, metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _install_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
+    """The middleware stack; the last added runs first on a request."""
     app.add_middleware(NoNul)  # inside BodyLimit: the body it reads whole is bounded
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(GZipMiddleware, minimum_size=1000)
@@ -201,8 +220,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         max_age=600,
     )
     app.add_middleware(RequestContext, metrics=metrics, hsts=settings.env == "production")
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    return app
 
 
 def create_app_from_env() -> FastAPI:
@@ -210,6 +227,35 @@ def create_app_from_env() -> FastAPI:
     settings = Settings.load()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     return create_app(settings)
+
+
+def _mount_metrics(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
+    """``/metrics``: open in development, behind the bearer token when one is set, else absent.
+
+    The figures say how the service is used and attacked (routes, refusals, rate
+    limits): nothing a stranger should read, so production serves them only to a
+    scraper that holds the token.
+    """
+    token = settings.metrics_token
+    if token is None and settings.env != "development":
+        return
+    expected = f"Bearer {token.get_secret_value()}".encode() if token is not None else None
+
+    async def render(request: Request) -> Response:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                metrics.auth_failures.labels(ErrorCode.AUTHENTICATION_REQUIRED.value).inc()
+                raise ApiError(
+                    ErrorCode.AUTHENTICATION_REQUIRED,
+                    "The metrics need the configured bearer token",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route(
+        "/metrics", render, methods=["GET"], summary="Prometheus metrics", include_in_schema=False
+    )
 
 
 async def _check_schema(pool: Pool) -> None:

@@ -1,5 +1,10 @@
 """``gridclear-cloud serve``: run the API under uvicorn (uvloop, httptools).
 
+The server's own limits (request head size, head, body and keep-alive timeouts,
+connections per process) come from the settings through
+:mod:`gridclear.cloud.api.server_limits`; docs/OPERATIONS.md says what the
+reverse proxy in front must add.
+
 Settings are loaded and checked here, before any worker starts, so a bad
 configuration stops the command with one clear message. With several workers
 each process builds the app from the same environment; a development key
@@ -46,6 +51,8 @@ def serve(*, host: str, port: int, workers: int, migrate_first: bool = False) ->
         log.info("migrations applied: %s", [f"{m.version:04d}_{m.name}" for m in applied])
     if settings.jwt_private_key is not None and settings.jwt_private_key_file is None:
         os.environ[env.JWT_PRIVATE_KEY] = settings.jwt_private_key.get_secret_value()
+    from gridclear.cloud.api.server_limits import uvicorn_options
+
     uvicorn.run(
         "gridclear.cloud.api.app:create_app_from_env",
         factory=True,
@@ -53,11 +60,11 @@ def serve(*, host: str, port: int, workers: int, migrate_first: bool = False) ->
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
         access_log=False,  # our RequestContext middleware logs each request as JSON
         log_config=None,
+        **uvicorn_options(settings),
     )
     return 0

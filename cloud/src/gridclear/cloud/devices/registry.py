@@ -8,6 +8,13 @@ outbox delivers them, while revocation refuses everything signed from then on.
 
 Enrolment tokens are one-time and expiring; only their SHA-256 is stored (the
 token is 256 random bits, so a fast hash is enough: there is nothing to guess).
+A device has at most one live token: issuing one revokes the device's earlier
+unused ones, and registering a key (by enrolment or by an operator) voids them
+all. A token enrols a device that already has a current key only when the
+operator issued it as a *rotation*; otherwise an old token found later could
+replace the gateway's key. Issuing and enrolling lock the device's row, so two
+enrolments of one device run one after the other and the second finds its
+token used.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ __all__ = [
     "DeviceKeyInfo",
     "EnrolmentError",
     "EnrolmentToken",
+    "HasKeyError",
     "KeyConflictError",
     "Meter",
     "MeterRole",
@@ -85,6 +93,12 @@ class EnrolmentError(DeviceError):
     code = "enrolment_refused"
 
 
+class HasKeyError(DeviceError):
+    """The device has a current key: only a rotation token (or the operator) may replace it."""
+
+    code = "device_has_key"
+
+
 class MeterRole(StrEnum):
     IMPORT = "import"
     EXPORT = "export"
@@ -128,6 +142,8 @@ class EnrolmentToken:
     """Shown once; only its hash is stored."""
     device_id: str
     expires_at: datetime
+    rotation: bool = False
+    """The token may replace the device's current key."""
 
 
 @dataclass(frozen=True)
@@ -196,20 +212,65 @@ async def create_device(
     return await get_device(conn, device_id)
 
 
-async def issue_enrolment_token(
-    conn: Conn, *, device_id: str, ttl: timedelta = DEFAULT_TOKEN_TTL
-) -> EnrolmentToken:
-    """A new one-time token for ``device_id``; earlier unused tokens stay valid until used."""
-    pk = await _device_pk(conn, device_id)
-    token = TOKEN_MARKER + secrets.token_urlsafe(32)
-    cur = await conn.execute(
-        "INSERT INTO enrolment_tokens (device_pk, token_hash, expires_at)"
-        " VALUES (%s, %s, now() + %s) RETURNING expires_at",
-        (pk, _hash_token(token), ttl),
-    )
+async def _lock_device(conn: Conn, device_id: str) -> int:
+    """The device's primary key, its row locked until the transaction ends."""
+    cur = await conn.execute("SELECT id FROM devices WHERE device_id = %s FOR UPDATE", (device_id,))
     row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"no device {device_id!r}")
+    return int(row["id"])
+
+
+async def _has_current_key(conn: Conn, pk: int) -> bool:
+    cur = await conn.execute(
+        "SELECT 1 FROM device_keys WHERE device_pk = %s AND revoked_at IS NULL"
+        " AND (valid_until IS NULL OR valid_until > now()) LIMIT 1",
+        (pk,),
+    )
+    return await cur.fetchone() is not None
+
+
+async def _void_tokens(conn: Conn, pk: int) -> None:
+    """Revoke every unused token of the device (a newer token, or a key, replaces them)."""
+    await conn.execute(
+        "UPDATE enrolment_tokens SET revoked_at = now()"
+        " WHERE device_pk = %s AND used_at IS NULL AND revoked_at IS NULL",
+        (pk,),
+    )
+
+
+def _rotation_hint(device_id: str) -> str:
+    return (
+        f"device {device_id!r} already has a current key; an operator must rotate it "
+        f"(gridclear-cloud devices rotate --device-id {device_id}, or an enrolment token "
+        "issued with rotate)"
+    )
+
+
+async def issue_enrolment_token(
+    conn: Conn, *, device_id: str, ttl: timedelta = DEFAULT_TOKEN_TTL, rotation: bool = False
+) -> EnrolmentToken:
+    """A new one-time token for ``device_id``; the device's earlier unused tokens stop working.
+
+    Without ``rotation``, HasKeyError when the device already has a current key:
+    a rotation token (the operator's explicit decision) is what replaces a key.
+    """
+    async with conn.transaction():
+        pk = await _lock_device(conn, device_id)
+        if not rotation and await _has_current_key(conn, pk):
+            raise HasKeyError(_rotation_hint(device_id))
+        await _void_tokens(conn, pk)
+        token = TOKEN_MARKER + secrets.token_urlsafe(32)
+        cur = await conn.execute(
+            "INSERT INTO enrolment_tokens (device_pk, token_hash, expires_at, rotation)"
+            " VALUES (%s, %s, now() + %s, %s) RETURNING expires_at",
+            (pk, _hash_token(token), ttl, rotation),
+        )
+        row = await cur.fetchone()
     assert row is not None
-    return EnrolmentToken(token=token, device_id=device_id, expires_at=row["expires_at"])
+    return EnrolmentToken(
+        token=token, device_id=device_id, expires_at=row["expires_at"], rotation=rotation
+    )
 
 
 _KEY_VALID_BEFORE_REGISTRATION = timedelta(days=1)
@@ -256,34 +317,58 @@ async def enrol(
 ) -> DeviceKeyInfo:
     """Use a one-time token to register the gateway's public key (base64url ``x``).
 
-    EnrolmentError when the token is unknown, used, expired or (with ``device_id``)
-    issued for another device; DeviceError when the key is not an Ed25519 key or
-    belongs to another device. A refused enrolment leaves the token unused.
+    EnrolmentError when the token is unknown, used, revoked (a newer one was
+    issued, or a key registered), expired or (with ``device_id``) issued for
+    another device; HasKeyError when the device has a current key and the token
+    is not a rotation; DeviceError when the key is not an Ed25519 key or belongs
+    to another device. A refused enrolment changes nothing; a successful one
+    uses this token and voids every other token of the device.
     """
     key = _public_key(public_key)
+    token_hash = _hash_token(token)
+    refused = EnrolmentError(
+        "the enrolment token is unknown, already used, replaced by a newer one or expired"
+    )
     async with conn.transaction():
         cur = await conn.execute(
-            "UPDATE enrolment_tokens t SET used_at = now(), used_kid = %s"
-            " FROM devices d"
-            " WHERE t.token_hash = %s AND d.id = t.device_pk"
-            " AND t.used_at IS NULL AND t.expires_at > now()"
-            " RETURNING t.device_pk, d.device_id",
-            (key.kid, _hash_token(token)),
+            "SELECT d.device_id FROM enrolment_tokens t JOIN devices d ON d.id = t.device_pk"
+            " WHERE t.token_hash = %s",
+            (token_hash,),
+        )
+        found = await cur.fetchone()
+        if found is None:
+            raise refused
+        if device_id is not None and found["device_id"] != device_id:
+            raise EnrolmentError(f"the enrolment token is not for device {device_id!r}")
+        # Lock the device, then judge the token as it is once every earlier enrolment
+        # or issue of this device has committed (each statement sees the latest commits).
+        pk = await _lock_device(conn, found["device_id"])
+        cur = await conn.execute(
+            "UPDATE enrolment_tokens SET used_at = now(), used_kid = %s"
+            " WHERE token_hash = %s AND device_pk = %s AND used_at IS NULL"
+            " AND revoked_at IS NULL AND expires_at > now()"
+            " RETURNING rotation",
+            (key.kid, token_hash, pk),
         )
         row = await cur.fetchone()
         if row is None:
-            raise EnrolmentError("the enrolment token is unknown, already used or expired")
-        if device_id is not None and row["device_id"] != device_id:
-            raise EnrolmentError(f"the enrolment token is not for device {device_id!r}")
-        await _insert_key(conn, pk=row["device_pk"], key=key, source="enrolment")
+            raise refused
+        if not row["rotation"] and await _has_current_key(conn, pk):
+            raise HasKeyError(_rotation_hint(found["device_id"]))
+        await _void_tokens(conn, pk)
+        await _insert_key(conn, pk=pk, key=key, source="enrolment")
     return await _key(conn, key.kid)
 
 
 async def add_key(conn: Conn, *, device_id: str, public_key: str) -> DeviceKeyInfo:
-    """Register a key directly (operator); it replaces the device's current keys."""
+    """Register a key directly (operator); it replaces the device's current keys.
+
+    The device's unused enrolment tokens stop working: the operator chose this key.
+    """
     key = _public_key(public_key)
     async with conn.transaction():
-        pk = await _device_pk(conn, device_id)
+        pk = await _lock_device(conn, device_id)
+        await _void_tokens(conn, pk)
         await _insert_key(conn, pk=pk, key=key, source="operator")
     return await _key(conn, key.kid)
 

@@ -115,16 +115,26 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     add.add_argument("--token-only", action="store_true", help="print only the token")
     add.set_defaults(handler=_devices_add)
 
-    token = actions.add_parser("token", help="issue a new one-time enrolment token")
+    token = actions.add_parser(
+        "token",
+        help="issue a new one-time enrolment token (earlier unused ones stop working)",
+    )
     token.add_argument("--device-id", required=True)
     token.add_argument("--token-ttl-hours", type=float, default=24.0)
     token.set_defaults(handler=_devices_token)
 
     rotate = actions.add_parser(
-        "rotate", help="register a new key; the old one stays valid for what it signed before"
+        "rotate",
+        help="replace a gateway's key: register --public-key, or issue a rotation token "
+        "the gateway enrols its new key with; the old key stays valid for what it signed before",
     )
     rotate.add_argument("--device-id", required=True)
-    rotate.add_argument("--public-key", required=True)
+    rotate.add_argument(
+        "--public-key",
+        default=None,
+        help="register this base64url Ed25519 key (write --public-key=KEY); without it, print "
+        "a one-time rotation token (valid 24 h) for gridclear-edge enrol",
+    )
     rotate.set_defaults(handler=_devices_rotate)
 
     revoke = actions.add_parser("revoke", help="refuse what a key signs from a time on")
@@ -360,6 +370,15 @@ def _devices_rotate(args: argparse.Namespace) -> int:
     from gridclear.cloud import devices
 
     async def run(conn: Any) -> int:
+        if args.public_key is None:
+            token = await devices.issue_enrolment_token(
+                conn, device_id=args.device_id, rotation=True
+            )
+            print(f"device {args.device_id}: one-time rotation token (replaces the current key):")
+            print(f"  {token.token}")
+            print(f"valid until {token.expires_at.isoformat()}. On the gateway, with its new key:")
+            print(f"  gridclear-edge enrol --url https://<cloud> --token {token.token} --config …")
+            return 0
         key = await devices.rotate_key(conn, device_id=args.device_id, public_key=args.public_key)
         print(f"device {args.device_id}: key {key.kid} registered; earlier keys retired")
         return 0

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import Field
 
 from gridclear.cloud import devices
-from gridclear.cloud.api.deps import Principal, ServicesDep, require_role
+from gridclear.cloud.api.deps import Principal, ServicesDep, rate_limit, require_role
 from gridclear.cloud.api.envelope import ApiModel, Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.api.routes.meters import MeterOut
@@ -74,6 +74,8 @@ class TokenOut(ApiModel):
     token: str
     """Shown once: only its hash is kept."""
     expires_at: datetime
+    rotate: bool = False
+    """The token may replace the device's current key (a rotation)."""
 
 
 class DeviceCreatedOut(ApiModel):
@@ -84,6 +86,9 @@ class DeviceCreatedOut(ApiModel):
 
 class TokenIn(ApiModel):
     token_ttl_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24.0
+    rotate: bool = False
+    """Let the gateway enrol a new key in place of its current one (a rotation). Without
+    it, a device that already has a current key gets no token (409 CONFLICT)."""
 
 
 class EnrollIn(ApiModel):
@@ -138,7 +143,9 @@ DeviceCreatedOut.model_rebuild()
 def _refusal(error: devices.DeviceError) -> ApiError:
     if isinstance(error, devices.NotFoundError):
         return ApiError(ErrorCode.NOT_FOUND, str(error))
-    if isinstance(error, devices.DeviceExistsError | devices.KeyConflictError):
+    if isinstance(
+        error, devices.DeviceExistsError | devices.KeyConflictError | devices.HasKeyError
+    ):
         return ApiError(ErrorCode.CONFLICT, str(error))
     return ApiError(ErrorCode.VALIDATION_ERROR, str(error))
 
@@ -189,6 +196,7 @@ async def create_device(
     "/api/devices/enroll",
     summary="A gateway enrols its public key with a one-time token",
     status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(rate_limit("enroll"))],
     responses=error_responses(
         ErrorCode.INVALID_TOKEN,
         ErrorCode.CONFLICT,
@@ -257,9 +265,11 @@ async def get_device(device_id: str, principal: Operator, services: ServicesDep)
 
 @router.post(
     "/api/devices/{device_id}/enrollment-token",
-    summary="Issue a new one-time enrolment token",
+    summary="Issue a new one-time enrolment token; the device's earlier unused ones stop working",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(*_AUTH, ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_ERROR),
+    responses=error_responses(
+        *_AUTH, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT, ErrorCode.VALIDATION_ERROR
+    ),
 )
 async def new_token(
     device_id: str, body: TokenIn, principal: Operator, services: ServicesDep
@@ -267,11 +277,14 @@ async def new_token(
     async with services.pool.connection() as conn:
         try:
             token = await devices.issue_enrolment_token(
-                conn, device_id=device_id, ttl=timedelta(hours=body.token_ttl_hours)
+                conn,
+                device_id=device_id,
+                ttl=timedelta(hours=body.token_ttl_hours),
+                rotation=body.rotate,
             )
         except devices.DeviceError as exc:
             raise _refusal(exc) from exc
-    return ok(TokenOut(token=token.token, expires_at=token.expires_at))
+    return ok(TokenOut(token=token.token, expires_at=token.expires_at, rotate=token.rotation))
 
 
 @router.get(

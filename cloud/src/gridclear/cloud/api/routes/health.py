@@ -1,4 +1,4 @@
-"""Health: the seed's ``/api/health``, liveness, readiness, and Prometheus ``/metrics``."""
+"""Health: the seed's ``/api/health``, liveness and readiness (``/metrics``: see the app)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ import asyncio
 import logging
 import time
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
 from gridclear.cloud import __version__
 from gridclear.cloud.api.deps import ServicesDep
 from gridclear.cloud.api.envelope import Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
-from gridclear.cloud.api.metrics import CONTENT_TYPE_LATEST
 from gridclear.cloud.api.schemas import HealthOut, ReadyOut
 from gridclear.cloud.api.services import Services
 
@@ -82,8 +81,3 @@ async def ready(services: ServicesDep) -> Ok[ReadyOut]:
     if not all(checks.values()):
         raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, details={"checks": checks})
     return ok(ReadyOut(checks=checks))
-
-
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics(services: ServicesDep) -> Response:
-    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
