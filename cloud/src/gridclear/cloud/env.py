@@ -9,6 +9,8 @@ from typing import Final
 __all__ = [
     "ACCESS_TOKEN_TTL_S",
     "ADMIN_PASSWORD",
+    "ARGON2_MEMORY_KIB",
+    "ARGON2_TIME_COST",
     "BROKER_CONFIG",
     "CORS_ORIGINS",
     "DATABASE_URL",

@@ -35,7 +35,19 @@ from gridclear.cloud.identity import accounts, sessions
 from gridclear.cloud.identity.nonces import Challenge
 from gridclear.cloud.identity.siws import build_message, is_solana_address, new_nonce
 
-__all__ = ["router"]
+__all__ = [
+    "auth_profile",
+    "change_password",
+    "init_sign_in",
+    "issue_challenge",
+    "login",
+    "logout",
+    "refresh",
+    "register",
+    "router",
+    "validate",
+    "verify_sign_in",
+]
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 

@@ -16,7 +16,7 @@ from gridclear.cloud.api.metrics import CONTENT_TYPE_LATEST
 from gridclear.cloud.api.schemas import HealthOut, ReadyOut
 from gridclear.cloud.api.services import Services
 
-__all__ = ["router"]
+__all__ = ["check_database", "check_redis", "health", "live", "metrics", "ready", "router"]
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
