@@ -41,7 +41,15 @@ from gridclear.cloud.localservices import (
     spawn_child,
 )
 
-__all__ = ["ChildExitedError", "Supervisor", "run_demo"]
+__all__ = [
+    "DEMO_ADMIN_EMAIL",
+    "ChildExitedError",
+    "DemoStepError",
+    "Supervisor",
+    "default_broker_policy",
+    "default_demo_site",
+    "run_demo",
+]
 
 
 class ChildExitedError(RuntimeError):

@@ -10,6 +10,8 @@ __all__ = [
     "ACCESS_TOKEN_TTL_S",
     "ADMIN_PASSWORD",
     "API_DOCS",
+    "ARGON2_MEMORY_KIB",
+    "ARGON2_TIME_COST",
     "BROKER_CONFIG",
     "CORS_ORIGINS",
     "DATABASE_URL",

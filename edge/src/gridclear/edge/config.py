@@ -62,6 +62,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "DEFAULT_RTU_GAP_S",
     "BusKey",
     "Config",
     "ConfigError",

@@ -13,7 +13,7 @@ from typing import Any
 from gridclear.metersim import __version__
 from gridclear.metersim.errors import ConfigError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "control_request", "main"]
 
 _EXAMPLES = """\
 examples:

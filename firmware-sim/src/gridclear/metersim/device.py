@@ -36,7 +36,14 @@ from gridclear.metersim.physics import (
     noise,
 )
 
-__all__ = ["ILLEGAL_ADDRESS", "ILLEGAL_FUNCTION", "ILLEGAL_VALUE", "Reply", "SimulatedMeter"]
+__all__ = [
+    "ILLEGAL_ADDRESS",
+    "ILLEGAL_FUNCTION",
+    "ILLEGAL_VALUE",
+    "Reply",
+    "SimulatedMeter",
+    "exception_pdu",
+]
 
 ILLEGAL_FUNCTION = 0x01
 ILLEGAL_ADDRESS = 0x02

@@ -6,11 +6,12 @@
     ``bad_unit``, ``bad_site_file``, ``bad_fault``, ``bad_value``, ...) for
     counting and for scripts; the message says what to fix.
     ``ControlError``: the run-time control channel refused a command.
+    ``FrameError``: bytes from a client are not a Modbus frame (``bad_frame``).
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ControlError", "MetersimError"]
+__all__ = ["ConfigError", "ControlError", "FrameError", "MetersimError"]
 
 
 class MetersimError(Exception):
@@ -27,3 +28,10 @@ class ConfigError(MetersimError):
 
 class ControlError(MetersimError):
     """A control command was refused; the running simulator is unchanged."""
+
+
+class FrameError(MetersimError):
+    """Bytes from a client are not a Modbus frame: a bad length, a bad CRC, too short."""
+
+    def __init__(self, message: str, *, reason: str = "bad_frame") -> None:
+        super().__init__(message, reason=reason)

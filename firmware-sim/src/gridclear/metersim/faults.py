@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from gridclear.metersim.errors import ConfigError
 
-__all__ = ["Behaviour", "Fault", "FaultKind", "FaultPlan", "parse_fault"]
+__all__ = ["ANSWER", "Behaviour", "Fault", "FaultKind", "FaultPlan", "parse_fault"]
 
 
 class FaultKind(StrEnum):

@@ -31,6 +31,9 @@ from typing import Protocol
 from gridclear.metersim.errors import ConfigError
 
 __all__ = [
+    "FREQUENCY_HZ",
+    "HOUSEHOLD_KWH_PER_YEAR",
+    "NOMINAL_V",
     "PROFILE_NAMES",
     "STEP_S",
     "Battery",
@@ -44,6 +47,7 @@ __all__ = [
     "Pv",
     "Snapshot",
     "Vehicle",
+    "clear_sky_ghi",
     "meter_key",
     "noise",
     "parse_profile",

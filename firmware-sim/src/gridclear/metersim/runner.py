@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from gridclear.metersim.server import Simulator, write_ready_file
+from gridclear.metersim.server import Simulator
 from gridclear.metersim.site import SiteSpec
 
 __all__ = ["run", "summarise_units"]
@@ -65,6 +67,13 @@ def _describe(sim: Simulator) -> str:
     return "\n".join(lines)
 
 
+def _write_ready_file(path: Path, description: dict[str, Any]) -> None:
+    """Write the description atomically, so a reader never sees half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(description, indent=2) + "\n")
+    temporary.replace(path)
+
+
 async def _serve(site: SiteSpec, control: tuple[str, int] | None, ready_file: Path | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -73,7 +82,7 @@ async def _serve(site: SiteSpec, control: tuple[str, int] | None, ready_file: Pa
     async with Simulator(site, control=control) as sim:
         print(_describe(sim), flush=True)
         if ready_file is not None:
-            write_ready_file(ready_file, sim.describe())
+            _write_ready_file(ready_file, sim.describe())
         await stop.wait()
     print("gridclear-metersim: stopped.", flush=True)
 

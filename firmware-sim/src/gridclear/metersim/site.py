@@ -30,6 +30,7 @@ __all__ = [
     "SiteSpec",
     "load_site",
     "parse_meter_arg",
+    "parse_site",
     "parse_start",
     "site_from_args",
 ]

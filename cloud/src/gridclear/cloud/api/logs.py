@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["configure_logging", "request_id_var"]
+__all__ = ["JsonFormatter", "configure_logging", "request_id_var"]
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "gridclear_request_id", default=None

@@ -34,6 +34,7 @@ from gridclear.shared.keys import PublicKey
 from gridclear.shared.topics import validate_device_id
 
 __all__ = [
+    "DEFAULT_TOKEN_TTL",
     "TOKEN_MARKER",
     "Device",
     "DeviceError",

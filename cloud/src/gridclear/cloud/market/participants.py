@@ -26,11 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "BID_PRICES",
+    "OFFER_PRICES",
     "ApiClient",
     "ApiRequestError",
     "Household",
     "Participant",
     "order_for",
+    "run_participants",
     "set_up_households",
 ]
 

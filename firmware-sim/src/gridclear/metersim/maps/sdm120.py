@@ -11,11 +11,11 @@ from gridclear.metersim.maps._model import Encoding, MeterModel, Point, Setting,
 
 __all__ = ["SDM120"]
 
-F = Encoding.FLOAT32
+_F = Encoding.FLOAT32
 
 
 def _f(address: int, name: str, unit: str, quantity: str) -> Point:
-    return Point(address, name, F, unit=unit, quantity=quantity)
+    return Point(address, name, _F, unit=unit, quantity=quantity)
 
 
 _INPUT = (
@@ -39,21 +39,21 @@ _HOLDING = (
     Point(
         0x000C,
         "Relay pulse width",
-        F,
+        _F,
         unit="ms",
         setting=Setting("pulse_width", default=100.0, allowed=frozenset({60.0, 100.0, 200.0})),
     ),
     Point(
         0x0012,
         "Network parity stop",
-        F,
+        _F,
         setting=Setting("parity_stop", default=0.0, allowed=frozenset({0.0, 1.0, 2.0, 3.0})),
         description="0 = 1 stop no parity, 1 = even, 2 = odd, 3 = 2 stop no parity",
     ),
     Point(
         0x0014,
         "Meter ID (Modbus address)",
-        F,
+        _F,
         setting=Setting(
             "node", default_quantity="unit", allowed=frozenset(float(a) for a in range(1, 248))
         ),
@@ -62,7 +62,7 @@ _HOLDING = (
     Point(
         0x001C,
         "Baud rate",
-        F,
+        _F,
         setting=Setting("baud_code", default=2.0, allowed=frozenset({0.0, 1.0, 2.0, 5.0})),
         description="0 = 2400, 1 = 4800, 2 = 9600, 5 = 1200; after a restart",
     ),

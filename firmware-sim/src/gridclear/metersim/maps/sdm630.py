@@ -14,11 +14,11 @@ from gridclear.metersim.maps._model import Encoding, MeterModel, Point, Setting,
 
 __all__ = ["SDM630"]
 
-F = Encoding.FLOAT32
+_F = Encoding.FLOAT32
 
 
 def _f(address: int, name: str, unit: str, quantity: str) -> Point:
-    return Point(address, name, F, unit=unit, quantity=quantity)
+    return Point(address, name, _F, unit=unit, quantity=quantity)
 
 
 _INPUT = (
@@ -80,7 +80,7 @@ _HOLDING = (
     Point(
         0x0002,
         "Demand period",
-        F,
+        _F,
         unit="min",
         setting=Setting(
             "demand_period", default=60.0, allowed=frozenset({0, 5, 8, 10, 15, 20, 30, 60})
@@ -89,28 +89,28 @@ _HOLDING = (
     Point(
         0x000A,
         "System type",
-        F,
+        _F,
         setting=Setting("system_type", default=3.0, allowed=frozenset({1.0, 2.0, 3.0})),
         description="1 = 1P2W, 2 = 3P3W, 3 = 3P4W",
     ),
     Point(
         0x000C,
         "Pulse 1 width",
-        F,
+        _F,
         unit="ms",
         setting=Setting("pulse_width", default=100.0, allowed=frozenset({60.0, 100.0, 200.0})),
     ),
     Point(
         0x0012,
         "Network parity stop",
-        F,
+        _F,
         setting=Setting("parity_stop", default=0.0, allowed=frozenset({0.0, 1.0, 2.0, 3.0})),
         description="0 = 1 stop no parity, 1 = even, 2 = odd, 3 = 2 stop no parity",
     ),
     Point(
         0x0014,
         "Network node (Modbus address)",
-        F,
+        _F,
         setting=Setting(
             "node", default_quantity="unit", allowed=frozenset(float(a) for a in range(1, 248))
         ),
@@ -119,7 +119,7 @@ _HOLDING = (
     Point(
         0x001C,
         "Network baud rate",
-        F,
+        _F,
         setting=Setting("baud_code", default=2.0, allowed=frozenset({0.0, 1.0, 2.0, 3.0, 4.0})),
         description="0 = 2400, 1 = 4800, 2 = 9600, 3 = 19200, 4 = 38400; after a restart",
     ),

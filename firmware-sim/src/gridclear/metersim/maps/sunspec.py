@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from gridclear.metersim.maps._model import Encoding, MeterModel, Point, Setting, Table
 
-__all__ = ["BASE_ADDRESS", "COMMON_MODEL_ID", "METER_MODEL_ID", "SUNSPEC_METER"]
+__all__ = [
+    "BASE_ADDRESS",
+    "COMMON_LENGTH",
+    "COMMON_MODEL_ID",
+    "METER_LENGTH",
+    "METER_MODEL_ID",
+    "SUNSPEC_METER",
+]
 
 BASE_ADDRESS = 40000
 COMMON_MODEL_ID = 1
@@ -22,41 +29,41 @@ COMMON_LENGTH = 66
 METER_MODEL_ID = 203
 METER_LENGTH = 105
 
-I16, U16, SF, ACC = Encoding.INT16, Encoding.UINT16, Encoding.SUNSSF, Encoding.ACC32
-STR = Encoding.STRING
+_I16, _U16, _SF, _ACC = Encoding.INT16, Encoding.UINT16, Encoding.SUNSSF, Encoding.ACC32
+_STR = Encoding.STRING
 
 # Scale factors of this meter (fixed: the model allows them to change, ours do not).
-A_SF, V_SF, HZ_SF, W_SF, VA_SF, VAR_SF, PF_SF, WH_SF = -2, -1, -2, 0, 0, 0, -1, 0
+_A_SF, _V_SF, _HZ_SF, _W_SF, _VA_SF, _VAR_SF, _PF_SF, _WH_SF = -2, -1, -2, 0, 0, 0, -1, 0
 
 
 def _build() -> tuple[Point, ...]:
     points: list[Point] = [
-        Point(BASE_ADDRESS, "SunSpec ID", STR, size=2, constant="SunS"),
+        Point(BASE_ADDRESS, "SunSpec ID", _STR, size=2, constant="SunS"),
     ]
     common = BASE_ADDRESS + 2
     points += [
-        Point(common, "ID", U16, constant=COMMON_MODEL_ID),
-        Point(common + 1, "L", U16, constant=COMMON_LENGTH),
-        Point(common + 2, "Mn (manufacturer)", STR, size=16, quantity="manufacturer"),
-        Point(common + 18, "Md (model)", STR, size=16, quantity="model_name"),
-        Point(common + 34, "Opt (options)", STR, size=8, quantity="options"),
-        Point(common + 42, "Vr (version)", STR, size=8, quantity="version"),
-        Point(common + 50, "SN (serial number)", STR, size=16, quantity="serial_text"),
+        Point(common, "ID", _U16, constant=COMMON_MODEL_ID),
+        Point(common + 1, "L", _U16, constant=COMMON_LENGTH),
+        Point(common + 2, "Mn (manufacturer)", _STR, size=16, quantity="manufacturer"),
+        Point(common + 18, "Md (model)", _STR, size=16, quantity="model_name"),
+        Point(common + 34, "Opt (options)", _STR, size=8, quantity="options"),
+        Point(common + 42, "Vr (version)", _STR, size=8, quantity="version"),
+        Point(common + 50, "SN (serial number)", _STR, size=16, quantity="serial_text"),
         Point(
             common + 66,
             "DA (device address)",
-            U16,
+            _U16,
             setting=Setting(
                 "node", default_quantity="unit", allowed=frozenset(float(a) for a in range(1, 248))
             ),
         ),
-        Point(common + 67, "Pad", U16, constant=0x8000),
+        Point(common + 67, "Pad", _U16, constant=0x8000),
     ]
     meter = common + 2 + COMMON_LENGTH
     body = meter + 2
     points += [
-        Point(meter, "ID", U16, constant=METER_MODEL_ID),
-        Point(meter + 1, "L", U16, constant=METER_LENGTH),
+        Point(meter, "ID", _U16, constant=METER_MODEL_ID),
+        Point(meter + 1, "L", _U16, constant=METER_LENGTH),
     ]
 
     def group(
@@ -65,9 +72,9 @@ def _build() -> tuple[Point, ...]:
         """Values at ``offset``.., scaled by the scale factor register right after them."""
         for i, (name, quantity) in enumerate(pairs):
             points.append(
-                Point(body + offset + i, name, I16, unit=unit, quantity=quantity, scale=sf)
+                Point(body + offset + i, name, _I16, unit=unit, quantity=quantity, scale=sf)
             )
-        points.append(Point(body + offset + len(pairs), sf_name, SF, constant=sf))
+        points.append(Point(body + offset + len(pairs), sf_name, _SF, constant=sf))
 
     phases = ("", "phA", "phB", "phC")
     group(
@@ -75,7 +82,7 @@ def _build() -> tuple[Point, ...]:
         "A",
         tuple(zip(("A", "AphA", "AphB", "AphC"), ("i_sum", "i1", "i2", "i3"), strict=True)),
         sf_name="A_SF",
-        sf=A_SF,
+        sf=_A_SF,
     )
     group(
         5,
@@ -91,14 +98,14 @@ def _build() -> tuple[Point, ...]:
             ("PPVphCA", "v31"),
         ),
         sf_name="V_SF",
-        sf=V_SF,
+        sf=_V_SF,
     )
-    group(14, "Hz", (("Hz", "freq"),), sf_name="Hz_SF", sf=HZ_SF)
+    group(14, "Hz", (("Hz", "freq"),), sf_name="Hz_SF", sf=_HZ_SF)
     for offset, prefix, unit, quantity, sf in (
-        (16, "W", "W", "p", W_SF),
-        (21, "VA", "VA", "va", VA_SF),
-        (26, "VAR", "var", "var", VAR_SF),
-        (31, "PF", "Pct", "pf_pct", PF_SF),
+        (16, "W", "W", "p", _W_SF),
+        (21, "VA", "VA", "va", _VA_SF),
+        (26, "VAR", "var", "var", _VAR_SF),
+        (31, "PF", "Pct", "pf_pct", _PF_SF),
     ):
         pairs = tuple(
             (f"{prefix}{phase}", f"{quantity}{n or ''}") for n, phase in enumerate(phases)
@@ -110,7 +117,7 @@ def _build() -> tuple[Point, ...]:
     ) -> None:
         for i, (name, quantity) in enumerate(zip(names, quantities, strict=True)):
             points.append(
-                Point(body + offset + 2 * i, name, ACC, unit=unit, quantity=quantity, scale=WH_SF)
+                Point(body + offset + 2 * i, name, _ACC, unit=unit, quantity=quantity, scale=_WH_SF)
             )
 
     energy(
@@ -125,21 +132,21 @@ def _build() -> tuple[Point, ...]:
         "Wh",
         ("import_wh", "import_wh1", "import_wh2", "import_wh3"),
     )
-    points.append(Point(body + 52, "TotWh_SF", SF, constant=WH_SF))
+    points.append(Point(body + 52, "TotWh_SF", _SF, constant=_WH_SF))
     none4 = (None, None, None, None)
     energy(53, ("TotVAhExp", "TotVAhExpPhA", "TotVAhExpPhB", "TotVAhExpPhC"), "VAh", none4)
     energy(61, ("TotVAhImp", "TotVAhImpPhA", "TotVAhImpPhB", "TotVAhImpPhC"), "VAh", none4)
-    points.append(Point(body + 69, "TotVAh_SF", SF))  # not implemented
+    points.append(Point(body + 69, "TotVAh_SF", _SF))  # not implemented
     for offset, quadrant in ((70, "ImpQ1"), (78, "ImpQ2"), (86, "ExpQ3"), (94, "ExpQ4")):
         energy(
             offset, tuple(f"TotVArh{quadrant}{p}" for p in ("", "PhA", "PhB", "PhC")), "varh", none4
         )
-    points.append(Point(body + 102, "TotVArh_SF", SF))  # not implemented
+    points.append(Point(body + 102, "TotVArh_SF", _SF))  # not implemented
     points.append(Point(body + 103, "Evt (events)", Encoding.BITFIELD32, constant=0))
     end = body + METER_LENGTH
     points += [
-        Point(end, "End ID", U16, constant=0xFFFF),
-        Point(end + 1, "End L", U16, constant=0),
+        Point(end, "End ID", _U16, constant=0xFFFF),
+        Point(end + 1, "End L", _U16, constant=0),
     ]
     return tuple(points)
 

@@ -15,7 +15,7 @@ from gridclear.cloud.audit import AuditEvent, query_audit
 from gridclear.cloud.identity import accounts
 from gridclear.cloud.identity.roles import Role
 
-__all__ = ["router"]
+__all__ = ["change_role", "list_users", "read_audit", "router"]
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 

@@ -35,7 +35,19 @@ from gridclear.cloud.identity import accounts, sessions
 from gridclear.cloud.identity.nonces import Challenge
 from gridclear.cloud.identity.siws import build_message, is_solana_address, new_nonce
 
-__all__ = ["router"]
+__all__ = [
+    "auth_profile",
+    "change_password",
+    "init_sign_in",
+    "issue_challenge",
+    "login",
+    "logout",
+    "refresh",
+    "register",
+    "router",
+    "validate",
+    "verify_sign_in",
+]
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -192,7 +204,7 @@ async def register(body: RegisterIn, services: ServicesDep, request: Request) ->
     return ok(await new_session(services, user))
 
 
-def password_rate_key(user: accounts.User) -> str:
+def _password_rate_key(user: accounts.User) -> str:
     """The ``account`` limit's key for guesses at this user's password (login's, by email)."""
     return f"email:{user.email}" if user.email is not None else f"user:{user.id}"
 
@@ -344,7 +356,7 @@ async def change_password(
     spends for the same email), so a stolen session cannot guess the password.
     """
     user = principal.user
-    await hit_limit(services, "account", password_rate_key(user))
+    await hit_limit(services, "account", _password_rate_key(user))
     async with services.pool.connection() as conn:
         stored = await accounts.get_password_hash(conn, user.id)
     if stored is None:

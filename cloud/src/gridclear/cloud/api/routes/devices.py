@@ -22,7 +22,30 @@ from gridclear.cloud.api.schemas import IsoDatetime
 from gridclear.cloud.identity.roles import Role
 from gridclear.shared.topics import DEVICE_ID_PATTERN
 
-__all__ = ["router"]
+__all__ = [
+    "DeviceCreateIn",
+    "DeviceCreatedOut",
+    "DeviceOut",
+    "EnrollIn",
+    "KeyIn",
+    "KeyOut",
+    "MeterBindIn",
+    "QuarantineStatOut",
+    "RevokeIn",
+    "TokenIn",
+    "TokenOut",
+    "bind_meter",
+    "create_device",
+    "enroll",
+    "get_device",
+    "list_devices",
+    "list_keys",
+    "new_token",
+    "quarantine_stats",
+    "revoke_key",
+    "rotate_key",
+    "router",
+]
 
 router = APIRouter(tags=["devices"])
 

@@ -15,7 +15,7 @@ from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.api.schemas import HealthOut, ReadyOut
 from gridclear.cloud.api.services import Services
 
-__all__ = ["router"]
+__all__ = ["check_database", "check_redis", "health", "live", "ready", "router"]
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

@@ -12,7 +12,7 @@ from gridclear.cloud.api.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKey
 from gridclear.cloud.audit import AuditEvent
 from gridclear.cloud.identity import keystore
 
-__all__ = ["router"]
+__all__ = ["create_key", "list_keys", "revoke_key", "router"]
 
 router = APIRouter(prefix="/api/keys", tags=["api keys"])
 

@@ -21,7 +21,7 @@ from gridclear.cloud.api.routes._market import AUTH_ERRORS, forget_config
 from gridclear.cloud.identity.roles import Role, Scope
 from gridclear.cloud.market.config import ConfigError, MarketConfig, load_config, save_config
 
-__all__ = ["router"]
+__all__ = ["MarketConfigIn", "MarketConfigOut", "get_config", "put_config", "router"]
 
 router = APIRouter(prefix="/api/market", tags=["market"])
 

@@ -23,7 +23,19 @@ from gridclear.cloud.identity.roles import Role, Scope
 from gridclear.cloud.storage.quality import quality_flags
 from gridclear.shared.readings import Quality
 
-__all__ = ["router"]
+__all__ = [
+    "MAX_RAW_POINTS",
+    "MAX_SPAN",
+    "IntervalOut",
+    "MeterOut",
+    "ReadingOut",
+    "get_meter",
+    "intervals",
+    "list_meters",
+    "my_meters",
+    "readings",
+    "router",
+]
 
 router = APIRouter(tags=["meters"])
 

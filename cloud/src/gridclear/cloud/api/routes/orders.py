@@ -55,7 +55,7 @@ from gridclear.cloud.market import store
 from gridclear.cloud.market.clearing import MAX_PRICE, MAX_QUANTITY_WH, Side
 from gridclear.cloud.market.events import order_event, order_json, safe_emit, slot_room
 
-__all__ = ["bids_router", "supplies_router"]
+__all__ = ["OrderAmendIn", "OrderIn", "bids_router", "supplies_router"]
 
 Trader = Annotated[Principal, Depends(require_scope(Scope.TRADING))]
 Reader = Annotated[Principal, Depends(require_scope(Scope.READ, Scope.TRADING))]

@@ -30,7 +30,23 @@ from gridclear.cloud.market.clearing import Side
 from gridclear.cloud.market.events import order_json, slot_json
 from gridclear.cloud.market.timeslots import SlotState
 
-__all__ = ["router"]
+__all__ = [
+    "BookLevel",
+    "BookOut",
+    "FillOut",
+    "MyTradeOut",
+    "ResultOut",
+    "TradeOut",
+    "active_timeslots",
+    "get_timeslot",
+    "list_timeslots",
+    "my_trades",
+    "router",
+    "timeslot_bids",
+    "timeslot_book",
+    "timeslot_result",
+    "timeslot_supplies",
+]
 
 router = APIRouter(tags=["timeslots"])
 

@@ -21,7 +21,14 @@ from gridclear.cloud.audit import AuditEvent
 from gridclear.cloud.identity import accounts
 from gridclear.cloud.identity.siws import is_solana_address
 
-__all__ = ["router"]
+__all__ = [
+    "add_credentials",
+    "get_profile",
+    "link_wallet",
+    "put_profile",
+    "router",
+    "wallet_challenge",
+]
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
