@@ -22,6 +22,7 @@ from gridclear.cloud.storage.pool import Pool
 
 __all__ = [
     "AccountConflictError",
+    "LastAdminError",
     "User",
     "UserLoader",
     "add_credentials",
@@ -33,6 +34,7 @@ __all__ = [
     "get_users",
     "link_wallet",
     "list_users",
+    "set_disabled",
     "set_password_hash",
     "set_role",
     "update_profile",
@@ -44,6 +46,10 @@ Conn = AsyncConnection[DictRow]
 
 class AccountConflictError(Exception):
     """The email or wallet already belongs to an account."""
+
+
+class LastAdminError(Exception):
+    """The change would leave no active admin."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,31 @@ async def link_wallet(conn: Conn, *, user_id: int, address: str) -> None:
         row = await cur.fetchone()
         if row is None or row["user_id"] != user_id:
             raise AccountConflictError("this wallet belongs to another account")
+
+
+async def set_disabled(conn: Conn, *, user_id: int, disabled: bool) -> bool | None:
+    """Disable or enable an account; returns whether it was disabled before (None: no user).
+
+    A disabled account can neither sign in nor use its tokens, keys or real-time
+    connections. Disabling the last active admin raises :class:`LastAdminError`;
+    the active admins are locked first, so two admins disabling each other at
+    once cannot both succeed.
+    """
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id FOR UPDATE"
+        )
+        admins = {row["id"] for row in await cur.fetchall()}
+        cur = await conn.execute("SELECT disabled FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        if disabled and admins == {user_id}:
+            raise LastAdminError("this is the last admin; promote another first")
+        await conn.execute(
+            "UPDATE users SET disabled = %s, updated_at = now() WHERE id = %s", (disabled, user_id)
+        )
+        return bool(row["disabled"])
 
 
 async def update_profile(conn: Conn, *, user_id: int, display_name: str | None) -> None:
