@@ -57,6 +57,9 @@ async def test_a_slots_room_sees_its_orders_its_clearing_and_only_its_own_fill(
             bid.json()["data"]["id"],
             "created",
         )
+        assert data["userId"] is None  # the room's copy: who placed it is not public
+        name, data = await app.next()
+        assert (name, data["userId"]) == ("bid_update", buyer.user_id)  # the buyer's own copy
         name, data = await app.next()
         assert (name, data["side"], data["action"]) == ("supply_update", "sell", "created")
 

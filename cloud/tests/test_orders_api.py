@@ -49,8 +49,13 @@ async def test_place_amend_cancel_a_bid_and_see_it_in_my_bids(api: Api) -> None:
     )
     assert (again.status_code, error_code(again)) == (409, "CONFLICT")
 
-    actions = [(d["action"], r) for d, r, _ in events.named("bid_update")]
-    assert actions == [(a, f"timeslot:{slot}") for a in ("created", "updated", "cancelled")]
+    # Each change: the public copy to the slot's room, then the whole order to its owner.
+    sent = [(d["action"], d["userId"], r, u) for d, r, u in events.named("bid_update")]
+    assert sent == [
+        copy
+        for a in ("created", "updated", "cancelled")
+        for copy in ((a, None, f"timeslot:{slot}", None), (a, buyer.user_id, None, buyer.user_id))
+    ]
 
 
 async def test_orders_are_refused_once_the_slot_has_closed(api: Api) -> None:

@@ -36,7 +36,7 @@ async def conn(migrated_db: str) -> AsyncIterator[AsyncConnection[DictRow]]:
     async with await AsyncConnection.connect(
         migrated_db, autocommit=True, row_factory=dict_row
     ) as connection:
-        await connection.execute("TRUNCATE trades, orders, timeslots")
+        await connection.execute("TRUNCATE trades, orders, timeslots, market_clock")
         await save_config(connection, FAST, user_id=None)
         yield connection
 
@@ -96,6 +96,12 @@ async def _try_pair(conn: AsyncConnection[DictRow], url: str, slot_id: int) -> b
         return await _place_pair(conn, url, slot_id)
     except _SlotClosedError:
         return False
+
+
+async def _tick_as_scheduler(conn: AsyncConnection[DictRow], now: datetime) -> None:
+    """Tick at market time ``now`` as the scheduler does: the API then judges by it too."""
+    await store.record_clock(conn, now=now, speed=1.0)
+    await tick(conn, now)
 
 
 async def _states(conn: AsyncConnection[DictRow]) -> dict[int, str]:
@@ -240,7 +246,7 @@ async def test_a_scheduler_that_was_down_catches_up_in_one_tick(
     conn: AsyncConnection[DictRow], migrated_db: str
 ) -> None:
     t0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
-    await tick(conn, t0)
+    await _tick_as_scheduler(conn, t0)
     states = await _states(conn)
     open_ids = [i for i, s in states.items() if s == "open"]
     scheduled = [i for i, s in states.items() if s == "scheduled"]
@@ -261,7 +267,7 @@ async def test_the_stored_result_is_the_engines_result_for_the_slots_book(
     conn: AsyncConnection[DictRow], migrated_db: str
 ) -> None:
     t0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
-    await tick(conn, t0)
+    await _tick_as_scheduler(conn, t0)
     slot_id = next(i for i, s in (await _states(conn)).items() if s == "open")
     rng = np.random.default_rng(7)
     for _ in range(30):
@@ -318,7 +324,7 @@ async def test_a_slot_that_cannot_clear_stays_closed_and_holds_up_no_other(
     conn: AsyncConnection[DictRow], migrated_db: str
 ) -> None:
     t0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
-    await tick(conn, t0)
+    await _tick_as_scheduler(conn, t0)
     first, second = [i for i, s in (await _states(conn)).items() if s == "open"][:2]
     assert await _try_pair(conn, migrated_db, first)
     assert await _try_pair(conn, migrated_db, second)

@@ -33,6 +33,8 @@ class AuditEvent(StrEnum):
     WALLET_LINK = "user.wallet.link"
     CREDENTIALS_ADD = "user.credentials.add"
     ROLE_CHANGE = "user.role.change"
+    ACCOUNT_DISABLE = "user.disable"
+    ACCOUNT_ENABLE = "user.enable"
     ADMIN_CREATE = "user.admin.create"
     API_KEY_CREATE = "apikey.create"
     API_KEY_REVOKE = "apikey.revoke"

@@ -35,6 +35,7 @@ __all__ = [
     "get_users",
     "link_wallet",
     "list_users",
+    "set_disabled",
     "set_password_hash",
     "set_role",
     "update_profile",
@@ -46,6 +47,10 @@ Conn = AsyncConnection[DictRow]
 
 class AccountConflictError(Exception):
     """The email or wallet already belongs to an account."""
+
+
+class LastAdminError(Exception):
+    """The change would leave no active admin."""
 
 
 @dataclass(frozen=True)
@@ -227,15 +232,45 @@ async def link_wallet(conn: Conn, *, user_id: int, address: str) -> None:
             raise AccountConflictError("this wallet belongs to another account")
 
 
+async def _lock_active_admins(conn: Conn) -> set[int]:
+    """The active admins' ids, their rows locked until the transaction ends.
+
+    Every change that could leave no active admin takes this lock first, in id
+    order (so that concurrent changes queue rather than deadlock), then counts.
+    """
+    cur = await conn.execute(
+        "SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id FOR UPDATE"
+    )
+    return {row["id"] for row in await cur.fetchall()}
+
+
+async def set_disabled(conn: Conn, *, user_id: int, disabled: bool) -> bool | None:
+    """Disable or enable an account; returns whether it was disabled before (None: no user).
+
+    A disabled account can neither sign in nor use its tokens, keys or real-time
+    connections. Disabling the last active admin raises :class:`LastAdminError`;
+    the active admins are locked first, so two admins disabling each other at
+    once cannot both succeed.
+    """
+    async with conn.transaction():
+        admins = await _lock_active_admins(conn)
+        cur = await conn.execute("SELECT disabled FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        if disabled and admins == {user_id}:
+            raise LastAdminError("this is the last admin; promote another first")
+        await conn.execute(
+            "UPDATE users SET disabled = %s, updated_at = now() WHERE id = %s", (disabled, user_id)
+        )
+        return bool(row["disabled"])
+
+
 async def update_profile(conn: Conn, *, user_id: int, display_name: str | None) -> None:
     await conn.execute(
         "UPDATE users SET display_name = %s, updated_at = now() WHERE id = %s",
         (display_name, user_id),
     )
-
-
-class LastAdminError(Exception):
-    """The change would leave no active admin."""
 
 
 async def set_role(conn: Conn, *, user_id: int, role: Role) -> Role | None:
@@ -247,11 +282,7 @@ async def set_role(conn: Conn, *, user_id: int, role: Role) -> Role | None:
     the first, then counts again.
     """
     async with conn.transaction():
-        # In id order, so that concurrent changes queue rather than deadlock.
-        cur = await conn.execute(
-            "SELECT id FROM users WHERE role = 'admin' AND NOT disabled ORDER BY id FOR UPDATE"
-        )
-        admins = {row["id"] for row in await cur.fetchall()}
+        admins = await _lock_active_admins(conn)
         cur = await conn.execute("SELECT role FROM users WHERE id = %s FOR UPDATE", (user_id,))
         row = await cur.fetchone()
         if row is None:

@@ -6,9 +6,11 @@ the simulated time at start and ``speed`` the acceleration,
 
     simulated now = epoch0 + (wall now - wall0) * speed
 
-so at ``speed=60`` a 15-minute slot goes by in 15 seconds. Only the scheduler
-reads this clock: the order API trusts the slot's stored state (open or not), so
-API and scheduler never disagree about whether a slot accepts orders.
+so at ``speed=60`` a 15-minute slot goes by in 15 seconds. The scheduler reads
+this clock and records it in the database on every tick
+(:func:`~gridclear.cloud.market.store.record_clock`); the order API judges gate
+closure by that record (``market_now()`` in SQL), so API and scheduler never
+disagree about whether a slot accepts orders, accelerated or not.
 """
 
 from __future__ import annotations

@@ -6,7 +6,11 @@ where none is configured. :func:`safe_emit` makes sure a failing publisher never
 breaks an order or a clearing: the event is lost (and logged), the data is not.
 
 The JSON shapes here are the API's (camelCase), so an app sees the same order in
-``GET /api/bids/{id}`` and in a ``bid_update`` event.
+``GET /api/bids/{id}`` and in a ``bid_update`` event. Who placed an order is
+private: anyone may follow a slot's room, so its events carry each order as the
+slot's public listing shows it (:func:`public_order_json`, the one projection both
+use), and the owner gets the whole order on their private room
+(:func:`publish_order`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ __all__ = [
     "NoEvents",
     "order_event",
     "order_json",
+    "public_order_json",
+    "publish_order",
     "safe_emit",
     "slot_json",
     "slot_room",
@@ -101,8 +107,43 @@ def order_json(order: OrderRecord) -> dict[str, Any]:
     }
 
 
+def public_order_json(order: OrderRecord) -> dict[str, Any]:
+    """An order as anyone may see it: in a slot's listing and in the slot's room.
+
+    The same fields as :func:`order_json`, with the owner (``userId``) and the
+    meter (``meterId``) null: who trades is not public, what is traded is.
+    """
+    return {**order_json(order), "userId": None, "meterId": None}
+
+
 def order_event(order: OrderRecord) -> str:
     return "bid_update" if order.side is Side.BUY else "supply_update"
+
+
+async def publish_order(
+    sink: EventSink | None,
+    order: OrderRecord,
+    action: str,
+    *,
+    data: Mapping[str, Any] | None = None,
+) -> None:
+    """Announce a placed, amended or cancelled order (``action``); never raises.
+
+    The slot's room gets :func:`public_order_json`, then the owner's private room
+    gets the whole order (``data`` when given, else :func:`order_json`), both as
+    ``bid_update``/``supply_update`` with ``action``. An owner who follows the slot
+    receives the public copy first and their own last, so an app that keeps the
+    latest copy of each order by id keeps the whole one.
+    """
+    event = order_event(order)
+    await safe_emit(
+        sink,
+        event,
+        {**public_order_json(order), "action": action},
+        room=slot_room(order.timeslot_id),
+    )
+    whole = dict(data) if data is not None else order_json(order)
+    await safe_emit(sink, event, {**whole, "action": action}, user_id=order.user_id)
 
 
 def slot_json(slot: Timeslot) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from psycopg.rows import DictRow, dict_row
 from gridclear.cloud.market.clock import MarketClock
 from gridclear.cloud.market.events import EventSink
 from gridclear.cloud.market.service import TickReport, tick
+from gridclear.cloud.market.store import record_clock
 
 __all__ = ["SCHEDULER_LOCK_KEY", "Scheduler"]
 
@@ -87,7 +88,10 @@ class Scheduler:
         return self.leader
 
     async def tick_once(self, conn: AsyncConnection[DictRow]) -> TickReport:
-        report = await tick(conn, self.clock.now(), events=self.events)
+        now = self.clock.now()
+        # The API judges gate closure by this clock: record it before acting on it.
+        await record_clock(conn, now=now, speed=self.clock.speed)
+        report = await tick(conn, now, events=self.events)
         self.ticks += 1
         return report
 

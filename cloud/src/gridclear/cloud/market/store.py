@@ -6,9 +6,16 @@ so several API instances and schedulers can run at once:
 - A slot's state changes only by ``UPDATE ... WHERE state = <from>``: of two
   schedulers attempting one step, one updates a row and the other none.
 - Placing, amending or cancelling an order locks its slot ``FOR SHARE`` and checks
-  that it is open. Gate closure's ``UPDATE`` waits for those transactions and they
-  for it, so an order is either in the book the clearing reads or refused with
-  ``TIMESLOT_EXPIRED``; never accepted and then ignored.
+  that it is open and that its ``closes_at`` is still ahead of the market's clock
+  (``market_now()``, in the same statement), whatever the stored state says: a
+  scheduler that lags never lets an order in after gate closure. Gate closure's
+  ``UPDATE`` waits for those transactions and they for it, so an order is either
+  in the book the clearing reads or refused with ``TIMESLOT_EXPIRED``; never
+  accepted and then ignored.
+- The market's clock lives in the database (``market_clock``, migration 0034): the
+  acting scheduler records its market time and speed on every tick
+  (:func:`record_clock`), and ``market_now()`` runs it forward, so the API and the
+  scheduler agree on the time even when the market is accelerated for a demo.
 - Amendments carry the version they saw; the row is locked ``FOR UPDATE`` and a
   different current version is a conflict (optimistic concurrency).
 - An ``Idempotency-Key`` is unique per user (a unique index); the request body's
@@ -55,6 +62,7 @@ __all__ = [
     "move_slot",
     "place_order",
     "place_orders",
+    "record_clock",
     "slot_from_row",
     "slots_needing_action",
 ]
@@ -229,11 +237,14 @@ async def list_slots(
     limit: int = 100,
     offset: int = 0,
     newest_first: bool = False,
+    before_gate: bool = False,
 ) -> list[Timeslot]:
+    """Slots by start; ``before_gate``: only those whose gate closure is still ahead."""
     order = "DESC" if newest_first else "ASC"
     cur = await conn.execute(
         f"SELECT {SLOT_COLUMNS} FROM timeslots"  # noqa: S608 (fixed names)
         " WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s))"
+        " AND (NOT %(before_gate)s OR closes_at > market_now())"
         " AND (%(from)s::timestamptz IS NULL OR starts_at >= %(from)s)"
         " AND (%(to)s::timestamptz IS NULL OR starts_at < %(to)s)"
         f" ORDER BY starts_at {order} LIMIT %(limit)s OFFSET %(offset)s",
@@ -243,6 +254,7 @@ async def list_slots(
             "to": start_to,
             "limit": limit,
             "offset": offset,
+            "before_gate": before_gate,
         },
     )
     return [slot_from_row(row) for row in await cur.fetchall()]
@@ -282,20 +294,46 @@ async def move_slot(
     return None if row is None else slot_from_row(row)
 
 
+async def record_clock(conn: Conn, *, now: datetime, speed: float) -> None:
+    """Record that market time is ``now`` at this moment, running at ``speed``.
+
+    Every gate-closure check afterwards reads market time as ``now`` plus the
+    database time elapsed since, times ``speed`` (``market_now()`` in SQL).
+    """
+    if now.tzinfo is None:
+        raise ValueError("market time must be timezone-aware")
+    await conn.execute(
+        "INSERT INTO market_clock (market_at, db_at, speed) VALUES (%s, clock_timestamp(), %s)"
+        " ON CONFLICT (singleton) DO UPDATE SET market_at = excluded.market_at,"
+        " db_at = excluded.db_at, speed = excluded.speed",
+        (now, speed),
+    )
+
+
 # ---------------------------------------------------------------- orders
 
 
 async def _lock_open_slot(conn: Conn, slot_id: int) -> Timeslot:
+    """Lock the slot ``FOR SHARE``; refuse it unless open and before its gate closure.
+
+    Gate closure is judged by ``closes_at`` against the market's clock here, not
+    only by the stored state: a slot the scheduler has not closed yet (it lags or
+    is down) takes no order change past its gate.
+    """
     cur = await conn.execute(
-        f"SELECT {SLOT_COLUMNS} FROM timeslots WHERE id = %s FOR SHARE",  # noqa: S608
+        f"SELECT {SLOT_COLUMNS}, closes_at > market_now() AS before_gate"  # noqa: S608
+        " FROM timeslots WHERE id = %s FOR SHARE",
         (slot_id,),
     )
     row = await cur.fetchone()
     if row is None:
         raise SlotNotFoundError(f"no timeslot {slot_id}")
+    before_gate = row.pop("before_gate")
     slot = slot_from_row(row)
     if slot.state is not SlotState.OPEN:
         raise SlotNotOpenError(f"timeslot {slot_id} is {slot.state.value}, not open")
+    if not before_gate:
+        raise SlotNotOpenError(f"timeslot {slot_id} is past its gate closure")
     return slot
 
 
@@ -386,7 +424,8 @@ async def place_orders(
             " %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::bytea[], %s::int[])"
             " AS t(slot, usr, meter, side, qty, price, key, hash, ord)),"
             " s AS (SELECT id, price_floor, price_cap FROM timeslots"
-            " WHERE id IN (SELECT slot FROM i) AND state = 'open' FOR SHARE)"
+            " WHERE id IN (SELECT slot FROM i) AND state = 'open'"
+            " AND closes_at > market_now() FOR SHARE)"
             " INSERT INTO orders (timeslot_id, user_id, meter_id, side, quantity_wh, price,"
             " idempotency_key, request_hash)"
             " SELECT i.slot, i.usr, i.meter, i.side, i.qty, i.price, i.key, i.hash"

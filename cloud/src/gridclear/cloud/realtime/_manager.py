@@ -14,6 +14,11 @@ keep it, and add:
   :class:`~gridclear.cloud.realtime.EventPublisher` count the lost event.
 - a faster codec, and our own events dropped as soon as they come back from
   Redis (they were delivered locally when emitted);
+- a user's access changed (an account disabled, a session revoked):
+  :meth:`RedisFanout.access_changed` tells every instance, which rechecks that
+  user's connections at once (``on_access_changed``) rather than at its next
+  sweep. A message of our own on the same channel (``method``
+  ``gridclear_access_changed``), which stock managers ignore;
 - batched publishing: the events emitted at the same moment (a burst of order
   placements) go to Redis as one message, a JSON array of them in order,
   rather than one publish each (:mod:`gridclear.cloud.batching`); every
@@ -31,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pydantic_core
@@ -39,7 +44,7 @@ import socketio
 
 from gridclear.cloud.batching import Coalescer
 
-__all__ = ["FanoutError", "RedisFanout", "channel_name"]
+__all__ = ["ACCESS_CHANGED", "FanoutError", "RedisFanout", "channel_name"]
 
 log = logging.getLogger("gridclear.cloud.realtime")
 
@@ -76,9 +81,13 @@ class _Json:
         return pydantic_core.from_json(data)
 
 
+ACCESS_CHANGED = "gridclear_access_changed"
+"""The ``method`` of our message saying a user's access changed: ``user_id`` says whose."""
+
+
 def _failure(data: Any) -> Any:
-    if isinstance(data, dict) and data.get("method") == "emit":
-        return FanoutError("the event could not be published to Redis")
+    if isinstance(data, dict) and data.get("method") in ("emit", ACCESS_CHANGED):
+        return FanoutError("the message could not be published to Redis")
     return None
 
 
@@ -98,6 +107,9 @@ class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped 
             redis_options=dict(_REDIS_OPTIONS),
         )
         self.subscribed = asyncio.Event()
+        self.on_access_changed: Callable[[int], Coroutine[Any, Any, None]] | None = None
+        """Called with a user id when that user's access changed (set by the server)."""
+        self._rechecks: set[asyncio.Task[None]] = set()
         self.json = _Json
         self._batch_mark = _BATCH_PREFIX + str(self.host_id).encode() + b" "
         # One batch at a time keeps events in the order they were emitted.
@@ -130,7 +142,11 @@ class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped 
                 except ValueError:
                     continue  # not ours to read; the stock listener skips it too
                 for item in decoded if isinstance(decoded, list) else (decoded,):
-                    if not self._from_here(item):
+                    if self._from_here(item):
+                        continue
+                    if isinstance(item, dict) and item.get("method") == ACCESS_CHANGED:
+                        self._recheck(item.get("user_id"))
+                    else:
                         yield item
 
     def _from_here(self, message: Any) -> bool:
@@ -140,6 +156,27 @@ class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped 
             and message.get("host_id") == self.host_id
             and message.get("method") != "callback"
         )
+
+    async def access_changed(self, user_id: int) -> None:
+        """Have every instance recheck ``user_id``'s connections now; this one first.
+
+        Raises :class:`FanoutError` when Redis did not take the message (this
+        instance has rechecked; the others will at their next sweep).
+        """
+        if self.on_access_changed is not None:
+            await self.on_access_changed(user_id)
+        message = {"method": ACCESS_CHANGED, "user_id": user_id, "host_id": self.host_id}
+        failure = await self._publish(message)
+        if isinstance(failure, FanoutError):
+            raise failure
+
+    def _recheck(self, user_id: object) -> None:
+        """Recheck in a task of its own: the listener goes on delivering events."""
+        if self.on_access_changed is None or type(user_id) is not int:
+            return
+        task: asyncio.Task[None] = asyncio.create_task(self.on_access_changed(user_id))
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
 
     async def _publish(self, data: Any) -> Any:
         return await self._publishes.submit(data)

@@ -23,7 +23,12 @@ from typing import Any, Protocol, Self
 
 from prometheus_client import CollectorRegistry
 
-from gridclear.cloud.realtime._manager import FanoutError, RedisFanout, channel_name
+from gridclear.cloud.realtime._manager import (
+    ACCESS_CHANGED,
+    FanoutError,
+    RedisFanout,
+    channel_name,
+)
 from gridclear.cloud.realtime._payload import (
     BadRequestError,
     check_event,
@@ -109,6 +114,24 @@ class EventPublisher:
             log.exception("real-time event %r to %s not sent", event, target or "*")
             return
         self.metrics.emitted.labels(event).inc()
+
+    async def access_changed(self, user_id: int) -> None:
+        """Say that ``user_id`` lost some access (account disabled, session revoked).
+
+        Every API instance rechecks that user's connections at once and closes
+        those no longer allowed, as its periodic sweep would (the sweep remains
+        the rule; this only makes it prompt). Call it after the change is
+        committed. Never raises: a failure is logged and counted (reason
+        ``redis``), and the sweep still closes the connections later.
+        """
+        manager = self._owned or getattr(self._target, "manager", None)
+        if not isinstance(manager, RedisFanout):
+            return
+        try:
+            await manager.access_changed(user_id)
+        except Exception as exc:
+            self.metrics.emit_failures.labels(ACCESS_CHANGED, "redis").inc()
+            log.error("access change of user %s not published: %s", user_id, exc)
 
     @staticmethod
     def _target_room(room: str | None, user_id: int | None) -> str | None:

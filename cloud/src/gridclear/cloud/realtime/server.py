@@ -6,9 +6,13 @@
   disabled account, rate limits); a refusal carries the REST error code.
 - Every connection joins its user's private room ``user:{id}``; clients join
   and leave ``timeslot:{id}`` rooms with ``join_timeslot``/``leave_timeslot``.
-- :meth:`RealtimeServer.sweep` disconnects connections whose token has expired
-  or whose session was revoked (a logout reaches open sockets too); the API
-  runs it periodically.
+- :meth:`RealtimeServer.sweep` disconnects connections whose token has expired,
+  whose session was revoked (a logout reaches open sockets too) or whose account
+  is disabled; the API runs it periodically. When gridclear itself takes access
+  away (an admin disables an account, a logout, a password change), it says so
+  with :meth:`~gridclear.cloud.realtime.EventPublisher.access_changed`: every
+  instance runs the same checks on that user's connections at once
+  (:meth:`RealtimeServer.recheck_user`).
 - Emits go through :class:`~gridclear.cloud.realtime._manager.RedisFanout`, so
   every API instance of a deployment delivers every event to its own clients.
 """
@@ -30,6 +34,7 @@ from gridclear.cloud.api.deps import Principal, _token_principal, auth_failure, 
 from gridclear.cloud.api.envelope import failure_body
 from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.api.services import Services
+from gridclear.cloud.identity import accounts
 from gridclear.cloud.identity.apikeys import KEY_MARKER
 from gridclear.cloud.realtime._manager import RedisFanout, channel_name
 from gridclear.cloud.realtime._payload import (
@@ -97,6 +102,7 @@ class RealtimeServer:
         self.events = EventPublisher(self.sio, metrics=metrics)
         self._connections: dict[str, _Connection] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self.manager.on_access_changed = self._on_access_changed
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on(JOIN_TIMESLOT, self._on_join)
@@ -222,27 +228,57 @@ class RealtimeServer:
     # ------------------------------------------------------------ sweeping
 
     async def sweep(self) -> int:
-        """Disconnect clients whose token expired or session was revoked; returns how many.
+        """Disconnect clients no longer allowed; returns how many.
 
-        A client that wants to stay connected reconnects with a fresh token.
+        Those whose token expired, whose session was revoked, or whose account is
+        disabled (or gone). A client that wants to stay connected reconnects with a
+        fresh token.
         """
+        return await self._close_lost(list(self._connections.items()))
+
+    async def recheck_user(self, user_id: int) -> int:
+        """:meth:`sweep`'s checks on ``user_id``'s connections here, now; returns how many."""
+        mine = [(sid, c) for sid, c in self._connections.items() if c.user_id == user_id]
+        return await self._close_lost(mine) if mine else 0
+
+    async def _on_access_changed(self, user_id: int) -> None:
+        try:
+            await self.recheck_user(user_id)
+        except Exception:
+            # The periodic sweep applies the same checks later.
+            log.exception("real-time recheck of user %s failed", user_id)
+
+    async def _close_lost(self, connections: list[tuple[str, _Connection]]) -> int:
         services = self._services()
         now = services.clock()
         doomed: dict[str, str] = {}
-        for sid, connection in list(self._connections.items()):
+        for sid, connection in connections:
             if connection.expires_at is not None and connection.expires_at <= now:
                 doomed[sid] = "token_expired"
-        live = [(sid, c) for sid, c in self._connections.items() if sid not in doomed]
+        live = [(sid, c) for sid, c in connections if sid not in doomed]
+        if live:
+            async with services.pool.connection() as conn:
+                users = await accounts.get_users(conn, sorted({c.user_id for _, c in live}))
+            for sid, connection in live:
+                user = users.get(connection.user_id)
+                if user is None or user.disabled:
+                    doomed[sid] = "account_disabled"
+        live = [(sid, c) for sid, c in live if sid not in doomed]
         sessions = {c.session_id for _, c in live if c.session_id is not None}
         revoked = {sid for sid in sessions if await services.revocations.is_revoked(sid)}
         for sid, connection in live:
             if connection.session_id in revoked:
                 doomed[sid] = "session_revoked"
+        closed = 0
         for sid, reason in doomed.items():
-            self._connections[sid].dropped_for = reason
+            still = self._connections.get(sid)
+            if still is None:  # gone while we checked
+                continue
+            still.dropped_for = reason
+            closed += 1
             with contextlib.suppress(Exception):
                 await self.sio.disconnect(sid)
-        return len(doomed)
+        return closed
 
     async def _sweep_forever(self, every_s: float) -> None:
         while True:

@@ -16,9 +16,10 @@ from gridclear.cloud.identity import sessions
 from gridclear.cloud.identity.accounts import User
 from gridclear.cloud.identity.nonces import Challenge
 from gridclear.cloud.identity.siws import MessageFormatError, parse_message, verify_signature
+from gridclear.cloud.realtime import EventPublisher
 from gridclear.cloud.storage.pool import Pool
 
-__all__ = ["audit", "check_wallet_proof", "new_session", "session_out"]
+__all__ = ["access_changed", "audit", "check_wallet_proof", "new_session", "session_out"]
 
 
 async def audit(
@@ -124,3 +125,10 @@ async def check_wallet_proof(
     if not await services.nonces.consume(challenge.nonce):
         raise await refuse(ErrorCode.NONCE_INVALID, "nonce")
     return challenge
+
+
+async def access_changed(request: Request, user_id: int) -> None:
+    """``user_id`` lost access (committed): every API instance rechecks their sockets now."""
+    publisher = getattr(request.app.state, "events", None)
+    if isinstance(publisher, EventPublisher):
+        await publisher.access_changed(user_id)

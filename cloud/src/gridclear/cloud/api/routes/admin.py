@@ -1,21 +1,23 @@
-"""``/api/admin``: users and roles, and the audit log (admins only)."""
+"""``/api/admin``: users, their roles and whether they are disabled, and the audit log
+(admins only)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import Field
 
 from gridclear.cloud.api.deps import Principal, ServicesDep, require_role
-from gridclear.cloud.api.envelope import Ok, error_responses, ok
+from gridclear.cloud.api.envelope import ApiModel, Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
-from gridclear.cloud.api.routes._common import audit
+from gridclear.cloud.api.routes._common import access_changed, audit
 from gridclear.cloud.api.schemas import AuditEntryOut, IsoDatetime, RoleChangeIn, UserOut
 from gridclear.cloud.audit import AuditEvent, query_audit
 from gridclear.cloud.identity import accounts
 from gridclear.cloud.identity.roles import Role
 
-__all__ = ["change_role", "list_users", "read_audit", "router"]
+__all__ = ["AccountDisabledIn", "change_role", "list_users", "read_audit", "router", "set_disabled"]
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -107,3 +109,45 @@ async def read_audit(
             limit=limit,
         )
     return ok([AuditEntryOut.of(e) for e in entries])
+
+
+class AccountDisabledIn(ApiModel):
+    disabled: Annotated[bool, Field(strict=True)]
+    """True disables the account, false enables it again."""
+
+
+@router.put(
+    "/users/{user_id}/disabled",
+    summary="Disable or enable an account (a disabled one is signed out everywhere)",
+    responses=error_responses(*_AUTH, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT),
+)
+async def set_disabled(
+    user_id: int, body: AccountDisabledIn, admin: Admin, services: ServicesDep, request: Request
+) -> Ok[UserOut]:
+    """A disabled account's tokens, API keys and real-time connections stop working at once
+    (its sessions are not revoked: enabled again, it signs in anew). The last active
+    admin cannot be disabled."""
+    if not 0 < user_id <= _MAX_ID:
+        raise ApiError(ErrorCode.NOT_FOUND, "No such user")
+    async with services.pool.connection() as conn:
+        try:
+            previous = await accounts.set_disabled(conn, user_id=user_id, disabled=body.disabled)
+        except accounts.LastAdminError:
+            raise ApiError(
+                ErrorCode.CONFLICT, "This is the last admin; promote another first"
+            ) from None
+        updated = await accounts.get_user(conn, user_id)
+    if previous is None or updated is None:
+        raise ApiError(ErrorCode.NOT_FOUND, "No such user")
+    if body.disabled:
+        await access_changed(request, user_id)
+    await audit(
+        services.pool,
+        request,
+        AuditEvent.ACCOUNT_DISABLE if body.disabled else AuditEvent.ACCOUNT_ENABLE,
+        "success",
+        actor_id=admin.user.id,
+        subject=str(user_id),
+        details={"wasDisabled": previous},
+    )
+    return ok(UserOut.of(updated))

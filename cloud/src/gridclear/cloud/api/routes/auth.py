@@ -16,7 +16,13 @@ from gridclear.cloud.api.deps import (
 )
 from gridclear.cloud.api.envelope import Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
-from gridclear.cloud.api.routes._common import audit, check_wallet_proof, new_session, session_out
+from gridclear.cloud.api.routes._common import (
+    access_changed,
+    audit,
+    check_wallet_proof,
+    new_session,
+    session_out,
+)
 from gridclear.cloud.api.schemas import (
     ChallengeOut,
     InitIn,
@@ -303,6 +309,7 @@ async def logout(
     async with services.pool.connection() as conn:
         await sessions.revoke_family(conn, family_id=principal.session_id, now=services.clock())
     await services.revocations.revoke(principal.session_id)
+    await access_changed(request, principal.user.id)
     await audit(
         services.pool,
         request,
@@ -378,6 +385,7 @@ async def change_password(
             conn, user_id=user.id, now=services.clock(), keep=principal.session_id
         )
     await services.revocations.revoke(*revoked)
+    await access_changed(request, user.id)
     await audit(
         services.pool,
         request,

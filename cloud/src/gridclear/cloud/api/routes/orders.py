@@ -14,8 +14,10 @@ so one factory builds both routers:
   amendment resets the order's time priority.
 - ``DELETE`` cancels (``?version=`` optional, same check).
 
-Amending and cancelling end at gate closure (``TIMESLOT_EXPIRED``). Changes are
-published as ``bid_update``/``supply_update`` in the slot's room.
+Amending and cancelling end at gate closure (``TIMESLOT_EXPIRED``), judged by the
+slot's ``closesAt`` against the market's clock whatever its stored state. Changes
+are published as ``bid_update``/``supply_update``: in the slot's room without the
+owner and meter (as the slot's listing shows them), and whole to the owner alone.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from gridclear.cloud.api.services import Services
 from gridclear.cloud.identity.roles import Scope
 from gridclear.cloud.market import store
 from gridclear.cloud.market.clearing import MAX_PRICE, MAX_QUANTITY_WH, Side
-from gridclear.cloud.market.events import order_event, order_json, safe_emit, slot_room
+from gridclear.cloud.market.events import order_json, publish_order
 
 __all__ = ["OrderAmendIn", "OrderIn", "bids_router", "supplies_router"]
 
@@ -92,14 +94,8 @@ class OrderAmendIn(ApiModel):
     price: Price | None = None
 
 
-def _out(
-    order: store.OrderRecord, *, reveal: bool = True, data: dict[str, object] | None = None
-) -> OrderOut:
-    data = dict(data) if data is not None else order_json(order)
-    if not reveal:
-        data["userId"] = None
-        data["meterId"] = None
-    return OrderOut.model_validate(data)
+def _out(order: store.OrderRecord, *, data: dict[str, object] | None = None) -> OrderOut:
+    return OrderOut.model_validate(data if data is not None else order_json(order))
 
 
 def _request_hash(body: OrderIn) -> bytes:
@@ -117,12 +113,7 @@ async def _publish(
     action: str,
     data: dict[str, object] | None = None,
 ) -> None:
-    await safe_emit(
-        events(request),
-        order_event(order),
-        {**(data if data is not None else order_json(order)), "action": action},
-        room=slot_room(order.timeslot_id),
-    )
+    await publish_order(events(request), order, action, data=data)
 
 
 def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per route

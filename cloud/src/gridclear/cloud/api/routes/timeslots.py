@@ -3,7 +3,9 @@ and ``/api/my/trades``.
 
 A slot's orders are public in aggregate (the book) and per order without their
 owner: ``userId`` and ``meterId`` are shown only on the caller's own orders (and
-to operators). Results list every order's fill and the trades by order id.
+to operators); the slot's real-time room shows the same public projection
+(:func:`~gridclear.cloud.market.events.public_order_json`). Results list every
+order's fill and the trades by order id.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from gridclear.cloud.api.schemas import IsoDatetime
 from gridclear.cloud.identity.roles import Scope
 from gridclear.cloud.market import store
 from gridclear.cloud.market.clearing import Side
-from gridclear.cloud.market.events import order_json, slot_json
+from gridclear.cloud.market.events import order_json, public_order_json, slot_json
 from gridclear.cloud.market.timeslots import SlotState
 
 __all__ = [
@@ -152,8 +154,9 @@ async def list_timeslots(  # noqa: PLR0917 -- FastAPI passes queries by name
     responses=error_responses(*AUTH_ERRORS),
 )
 async def active_timeslots(principal: Reader, services: ServicesDep) -> Ok[list[TimeslotOut]]:
+    """Open and before gate closure by the market's clock (a lagging scheduler's slot is not)."""
     async with services.pool.connection() as conn:
-        slots = await store.list_slots(conn, states=[SlotState.OPEN], limit=1000)
+        slots = await store.list_slots(conn, states=[SlotState.OPEN], limit=1000, before_gate=True)
     return ok([_slot_out(s) for s in slots])
 
 
@@ -180,14 +183,16 @@ async def _slot_orders(
         orders = await store.list_orders(
             conn, side=side, timeslot_id=slot_id, limit=limit, offset=offset
         )
-    out = []
-    for order in orders:
-        data = order_json(order)
-        if order.user_id != principal.user.id and not is_operator(principal):
-            data["userId"] = None
-            data["meterId"] = None
-        out.append(OrderOut.model_validate(data))
-    return out
+    # The public projection is the one the slot's room events carry: they cannot drift.
+    see_all = is_operator(principal)
+    return [
+        OrderOut.model_validate(
+            order_json(order)
+            if see_all or order.user_id == principal.user.id
+            else public_order_json(order)
+        )
+        for order in orders
+    ]
 
 
 @router.get(
