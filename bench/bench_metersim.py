@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.harness import REPO_ROOT, BenchContext, Figure
-from gridclear.metersim.process import MetersimProcess
+from gridclear.devtools.metersim import MetersimProcess
 
 UNITS = 50
 COUNT = 80

@@ -10,12 +10,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import aiomqtt
 import pytest
 
+from gridclear.devtools.localservices import MosquittoServer
 from gridclear.edge.clock import fixed_clock
 from gridclear.edge.outbox import Outbox
 from gridclear.edge.publisher import Publisher, PublisherSettings
@@ -25,10 +25,6 @@ from gridclear.shared.keys import DeviceKey
 from gridclear.shared.protocol import StatusMessage, verify_readings
 from gridclear.shared.readings import Reading
 from gridclear.shared.topics import readings_topic, status_topic
-
-if TYPE_CHECKING:
-    # Only the type: the edge never imports the cloud, its tests neither.
-    from gridclear.cloud.localservices import MosquittoServer  # noqa: TID251
 
 KEY = DeviceKey(bytes(range(2, 34)))
 T0 = 1_767_225_600_000

@@ -26,9 +26,9 @@ import pytest
 from joserfc import jws
 from joserfc.jwk import OKPKey
 
-from gridclear.cloud.localservices import MosquittoServer
+from gridclear.devtools.localservices import MosquittoServer
+from gridclear.devtools.metersim import MetersimProcess
 from gridclear.metersim.physics import meter_key, noise
-from gridclear.metersim.process import MetersimProcess
 from gridclear.shared.protocol import StatusMessage, decode_payload
 from gridclear.shared.topics import readings_topic, status_topic
 
