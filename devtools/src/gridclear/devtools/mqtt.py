@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, Self
 from urllib.parse import urlsplit
 
 import aiomqtt
+
+from gridclear.devtools.waiting import until
 
 __all__ = ["MqttCollector", "Received"]
 
@@ -27,8 +31,9 @@ class MqttCollector:
 
     It subscribes at QoS 1 under a persistent session (``clean_session=False``),
     so what the broker queued while it was away arrives when it is back, as for
-    the cloud's ingest worker. Run :meth:`run` as a task, wait for
-    :attr:`subscribed`, then read :attr:`received` (appended in arrival order).
+    the cloud's ingest worker. Use :meth:`running` (or run :meth:`run` as a task
+    and wait for :attr:`subscribed`), then read :attr:`received` (appended in
+    arrival order).
     """
 
     host: str
@@ -64,6 +69,22 @@ class MqttCollector:
                         self.received.append(Received(str(message.topic), payload, message.retain))
             except aiomqtt.MqttError:
                 await asyncio.sleep(self.reconnect_s)
+
+    @contextlib.asynccontextmanager
+    async def running(self, *, timeout_s: float = 30.0) -> AsyncIterator[Self]:
+        """Run in a task, subscribed before this yields; the task is cancelled on leaving.
+
+        A collector left this way keeps its session on the broker: another one with
+        the same :attr:`identifier` receives what was queued meanwhile.
+        """
+        task = asyncio.create_task(self.run())
+        try:
+            await until(self.subscribed.is_set, timeout_s=timeout_s, what="the subscription")
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def payloads(self, topic: str) -> list[bytes]:
         """The payloads received on ``topic``, in arrival order."""
