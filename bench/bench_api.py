@@ -35,9 +35,9 @@ from nacl.signing import SigningKey
 
 from bench.harness import REPO_ROOT, BenchContext, Figure
 from gridclear.cloud.identity.siws import build_message, new_nonce, parse_message, verify_signature
-from gridclear.cloud.localservices import free_port
 from gridclear.cloud.settings import generate_signing_key_pem
 from gridclear.cloud.storage.migrations import migrate
+from gridclear.devtools.net import free_port
 
 bare_app = FastAPI()
 

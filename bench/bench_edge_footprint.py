@@ -26,7 +26,7 @@ from pathlib import Path
 import aiomqtt
 
 from bench.harness import BenchContext, Figure
-from gridclear.metersim.process import MetersimProcess
+from gridclear.devtools.metersim import MetersimProcess
 
 METERS = 8
 BIN = Path(sys.executable).parent

@@ -39,8 +39,8 @@ from bench.bench_baseline import (
     raw_qos1_rate,
 )
 from bench.harness import BenchContext, Figure
-from gridclear.cloud.localservices import spawn_child
 from gridclear.cloud.storage.migrations import migrate
+from gridclear.devtools.children import spawn_child
 from gridclear.shared.keys import DeviceKey
 from gridclear.shared.protocol import ClockState, ReadingsPayload, sign_readings
 from gridclear.shared.readings import Reading

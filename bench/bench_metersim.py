@@ -38,17 +38,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.harness import REPO_ROOT, BenchContext, Figure
-from gridclear.metersim.process import MetersimProcess
+from gridclear.devtools.metersim import MetersimProcess
+from gridclear.devtools.net import free_port
 
 UNITS = 50
 COUNT = 80
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _frame(tid: int, unit: int, address: int = 0, count: int = COUNT) -> bytes:
@@ -132,7 +126,7 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float 
 
 @contextmanager
 def _pymodbus_server() -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(  # our interpreter, our script
         [sys.executable, "-c", _PYMODBUS_SERVER, str(port), str(UNITS)],
         cwd=REPO_ROOT,

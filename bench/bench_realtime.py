@@ -50,10 +50,10 @@ import httpx
 import socketio
 
 from bench.harness import REPO_ROOT, BenchContext, Figure
-from gridclear.cloud.localservices import free_port
 from gridclear.cloud.realtime import EventPublisher
 from gridclear.cloud.settings import generate_signing_key_pem
 from gridclear.cloud.storage.migrations import migrate
+from gridclear.devtools.net import free_port
 
 CLIENT_PROCESSES = 2
 CONNECT_CONCURRENCY = 50  # connects in flight per client process

@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 
 from gridclear.cloud import env
-from gridclear.cloud.localservices import (
+from gridclear.devtools.localservices import (
     LocalService,
     MosquittoServer,
     PostgresServer,

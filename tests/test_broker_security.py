@@ -46,10 +46,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gridclear.cloud.ingest.worker import CLOUD_CLIENT_ID_PREFIX, default_client_id
-from gridclear.cloud.localservices import BrokerTls, MosquittoServer, free_port
 from gridclear.cloud.storage.migrations import migrate
+from gridclear.devtools import REPO_ROOT
+from gridclear.devtools.localservices import BrokerTls, MosquittoServer
+from gridclear.devtools.net import free_port
 from gridclear.shared.topics import readings_topic, validate_device_id
-from pytest_gridclear import REPO_ROOT
 
 BIN = Path(sys.executable).parent
 DEPLOY = REPO_ROOT / "deploy" / "mosquitto"

@@ -13,6 +13,7 @@ SCRIPTS = {
     "gridclear-edge": "gridclear-edge",
     "gridclear-cloud": "gridclear-cloud",
     "gridclear-metersim": "gridclear-metersim",
+    "gridclear-dev": "gridclear-devtools",
 }
 
 
@@ -32,6 +33,7 @@ PURPOSE = {
     "gridclear-edge": "signs each batch of readings",
     "gridclear-cloud": "double auction",
     "gridclear-metersim": "real register maps",
+    "gridclear-dev": "throwaway servers",
 }
 
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import redis
 
-from pytest_gridclear import REPO_ROOT
+from gridclear.devtools import REPO_ROOT
 
 READY_LINE = "Press Ctrl-C to stop."
 
@@ -89,7 +89,7 @@ def test_demo_prints_where_services_run_and_stops_cleanly(
     }
     with subprocess.Popen(
         [
-            str(Path(sys.executable).parent / "gridclear-cloud"),
+            str(Path(sys.executable).parent / "gridclear-dev"),
             "demo",
             "--run-dir",
             str(server_dir),

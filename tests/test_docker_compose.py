@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from gridclear.cloud.ingest.worker import check_client_id
+from gridclear.devtools import REPO_ROOT
 from gridclear.shared.topics import validate_device_id
-from pytest_gridclear import REPO_ROOT
 
 CORE_SERVICES = ("timescaledb", "redis", "mosquitto")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from collections import defaultdict
 
+from gridclear.devtools import REPO_ROOT
 from gridclear.edge.config import load_config
-from pytest_gridclear import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy" / "edge"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_gridclear import REPO_ROOT
+from gridclear.devtools import REPO_ROOT
 
 RUFF = str(Path(sys.executable).parent / "ruff")
 

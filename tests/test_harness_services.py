@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import uuid
+from urllib.parse import urlsplit
 
-import paho.mqtt.client as mqtt
+import aiomqtt
 import psycopg
 import redis
-from paho.mqtt.enums import CallbackAPIVersion
+
+from gridclear.devtools.mqtt import MqttCollector
+from gridclear.devtools.waiting import until
 
 # More than Mosquitto's default max_queued_messages (1000): with the default
 # configuration a persistent subscriber that was away would silently lose some.
@@ -45,79 +46,39 @@ def test_redis_round_trip(redis_url: str, redis_prefix: str) -> None:
         client.close()
 
 
-class _Collector:
-    """A paho client that records what it receives on one topic filter."""
-
-    def __init__(self, url: str, *, client_id: str, clean: bool) -> None:
-        host, port = url.removeprefix("mqtt://").split(":")
-        self.host, self.port = host, int(port)
-        self.received: list[bytes] = []
-        self.connected = threading.Event()
-        self.subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean,
-        )
-        self.client.on_connect = lambda *_: self.connected.set()
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
-        self.client.on_message = lambda _c, _u, msg: self.received.append(msg.payload)
-
-    def __enter__(self) -> _Collector:
-        self.client.connect(self.host, self.port, keepalive=30)
-        self.client.loop_start()
-        assert self.connected.wait(10), "no CONNACK from the broker"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def subscribe(self, topic: str) -> None:
-        self.client.subscribe(topic, qos=1)
-        assert self.subscribed.wait(10), "no SUBACK from the broker"
+async def _publish_qos1(url: str, topic: str, payloads: list[bytes]) -> None:
+    """Publish each payload at QoS 1; returns once the broker has acknowledged every one."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    async with aiomqtt.Client(parts.hostname, parts.port) as client:
+        for payload in payloads:
+            await client.publish(topic, payload, qos=1)
 
 
-def _publish_qos1(url: str, topic: str, payloads: list[bytes]) -> None:
-    with _Collector(url, client_id=f"pub-{uuid.uuid4().hex[:8]}", clean=True) as publisher:
-        infos = [publisher.client.publish(topic, p, qos=1) for p in payloads]
-        for info in infos:
-            info.wait_for_publish(timeout=30)
-            assert info.is_published(), "the broker did not acknowledge a QoS 1 message"
-
-
-def test_mqtt_publish_subscribe_qos1(mqtt_url: str, mqtt_topic_prefix: str) -> None:
+async def test_mqtt_publish_subscribe_qos1(mqtt_url: str, mqtt_topic_prefix: str) -> None:
     topic = f"{mqtt_topic_prefix}gridclear/v1/devices/gw-1/readings"
-    done = threading.Event()
-    with _Collector(mqtt_url, client_id=f"sub-{uuid.uuid4().hex[:8]}", clean=True) as sub:
-        sub.client.on_message = lambda _c, _u, msg: (
-            sub.received.append(msg.payload),
-            len(sub.received) == 3 and done.set(),
-        )
-        sub.subscribe(topic)
-        _publish_qos1(mqtt_url, topic, [b"one", b"two", b"three"])
-        assert done.wait(20), f"received only {sub.received}"
-    assert sub.received == [b"one", b"two", b"three"]
+    async with MqttCollector.from_url(mqtt_url, [topic]).running() as subscriber:
+        await _publish_qos1(mqtt_url, topic, [b"one", b"two", b"three"])
+        await until(lambda: len(subscriber.received) >= 3, what="three messages")
+    assert subscriber.payloads(topic) == [b"one", b"two", b"three"]
 
 
-def test_broker_queues_every_qos1_message_for_an_absent_subscriber(
+async def test_broker_queues_every_qos1_message_for_an_absent_subscriber(
     mqtt_url: str, mqtt_topic_prefix: str
 ) -> None:
     """Production's broker policy is in force: nothing is dropped past 1000 queued."""
     topic = f"{mqtt_topic_prefix}queued"
-    client_id = f"worker-{uuid.uuid4().hex[:8]}"
-    with _Collector(mqtt_url, client_id=client_id, clean=False) as worker:
-        worker.subscribe(topic)
+    worker = MqttCollector.from_url(mqtt_url, [topic])
+    async with worker.running():
+        pass
     # The worker is away (its persistent session stays); readings keep coming.
     payloads = [str(i).encode() for i in range(QUEUED_WHILE_AWAY)]
-    _publish_qos1(mqtt_url, topic, payloads)
+    await _publish_qos1(mqtt_url, topic, payloads)
 
-    done = threading.Event()
-    with _Collector(mqtt_url, client_id=client_id, clean=False) as worker:
-        worker.client.on_message = lambda _c, _u, msg: (
-            worker.received.append(msg.payload),
-            len(worker.received) >= QUEUED_WHILE_AWAY and done.set(),
-        )
-        done.wait(60)
-    assert len(worker.received) == QUEUED_WHILE_AWAY
-    assert sorted(worker.received, key=int) == payloads
+    back = MqttCollector.from_url(mqtt_url, [topic])
+    back.identifier = worker.identifier
+    async with back.running():
+        await until(lambda: len(back.received) >= QUEUED_WHILE_AWAY, timeout_s=60, what="the queue")
+    assert len(back.received) == QUEUED_WHILE_AWAY
+    assert sorted(back.payloads(topic), key=int) == payloads

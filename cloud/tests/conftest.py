@@ -1,4 +1,4 @@
-"""Fixtures for the cloud's tests (the servers themselves come from pytest_gridclear)."""
+"""Fixtures for the cloud's tests (the servers come from gridclear.devtools.pytest_plugin)."""
 
 from cloud.tests.api_support import api, migrated_db
 

@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 
 from gridclear.cloud import devices
 from gridclear.cloud.ingest.worker import IngestWorker, WorkerConfig
+from gridclear.devtools.waiting import wait_for
 from gridclear.shared.intervals import slot_start
 from gridclear.shared.keys import DeviceKey
 from gridclear.shared.protocol import ClockState, ReadingsPayload, SignedMessage, sign_readings
@@ -147,15 +148,6 @@ def count(url: str, query: str, *params: object) -> int:
         row = conn.execute(query, params).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def wait_for(condition: Callable[[], bool], *, timeout_s: float = 30.0, what: str = "") -> None:
-    """Poll until ``condition()``; fail with ``what`` after ``timeout_s`` (a bound, not a claim)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager

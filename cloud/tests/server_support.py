@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 from cloud.tests.api_support import fresh_database
 
-from gridclear.cloud.localservices import free_port
 from gridclear.cloud.storage.migrations import migrate
+from gridclear.devtools.net import free_port
 
 CLI = str(Path(sys.executable).parent / "gridclear-cloud")
 

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from gridclear.cloud.api.ratelimit import RateLimiter
 from gridclear.cloud.identity.accounts import UserLoader
-from gridclear.cloud.localservices import free_port
+from gridclear.devtools.net import free_port
 
 
 async def test_unknown_path_and_wrong_method(api: Api) -> None:

@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from gridclear.cloud.identity.bootstrap import create_admin
-from gridclear.cloud.localservices import free_port
 from gridclear.cloud.settings import Settings, generate_signing_key_pem
 from gridclear.cloud.storage.migrations import migrate
+from gridclear.devtools.net import free_port
 
 ADMIN = ("fuzz-admin@example.org", "a long fuzzing passphrase")
 CALLERS = {

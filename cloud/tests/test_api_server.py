@@ -15,7 +15,7 @@ import httpx
 import pytest
 from cloud.tests.api_support import error_code, fresh_database
 
-from gridclear.cloud.localservices import free_port
+from gridclear.devtools.net import free_port
 
 CLI = str(Path(sys.executable).parent / "gridclear-cloud")
 

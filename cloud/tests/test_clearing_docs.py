@@ -11,7 +11,7 @@ import pytest
 
 from gridclear.cloud.market.book_json import parse_book, result_to_json
 from gridclear.cloud.market.clearing import clear
-from pytest_gridclear import REPO_ROOT
+from gridclear.devtools import REPO_ROOT
 
 MARKET_MD = REPO_ROOT / "docs" / "MARKET.md"
 

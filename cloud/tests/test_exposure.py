@@ -12,7 +12,7 @@ import yaml
 from cloud.tests.api_support import running_api, test_settings
 
 from gridclear.cloud.settings import OWASP_ARGON2_MIN_MEMORY_KIB, Settings
-from pytest_gridclear import REPO_ROOT
+from gridclear.devtools import REPO_ROOT
 
 METRICS_TOKEN = "m" * 40
 

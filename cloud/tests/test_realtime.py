@@ -29,11 +29,11 @@ from cloud.tests.api_support import Api, Clock, bearer, test_settings
 from fastapi import FastAPI
 
 from gridclear.cloud.api.app import create_app
-from gridclear.cloud.localservices import free_port
 from gridclear.cloud.realtime import Event, EventPublisher, timeslot_room
 from gridclear.cloud.realtime.server import RealtimeServer
 from gridclear.cloud.settings import Settings
 from gridclear.cloud.storage.migrations import migrate
+from gridclear.devtools.net import free_port
 
 CLI = str(Path(sys.executable).parent / "gridclear-cloud")
 WAIT_S = 10.0

@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 import gridclear.cloud.realtime as realtime
-from gridclear.cloud.localservices import free_port
 from gridclear.cloud.realtime import Event, EventPublisher, timeslot_room, user_room
 from gridclear.cloud.realtime._payload import (
     BadRequestError,
@@ -23,6 +22,7 @@ from gridclear.cloud.realtime._payload import (
     jsonable,
     parse_timeslot_id,
 )
+from gridclear.devtools.net import free_port
 
 
 def test_the_public_surface() -> None:

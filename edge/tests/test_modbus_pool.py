@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import struct
 import tty
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +21,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from gridclear.devtools.net import free_port
 from gridclear.edge.config import MeterConfig
 from gridclear.edge.modbus import MeterPool
 from gridclear.shared.readings import Quality, Reading
@@ -118,13 +118,6 @@ class FakeMeter:
             if a in live:
                 registers[a - start] = live[a]
         return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import aiomqtt
 import pytest
 
+from gridclear.devtools.localservices import MosquittoServer
+from gridclear.devtools.mqtt import MqttCollector
+from gridclear.devtools.net import free_port
+from gridclear.devtools.waiting import until
 from gridclear.edge.clock import fixed_clock
 from gridclear.edge.outbox import Outbox
 from gridclear.edge.publisher import Publisher, PublisherSettings
@@ -26,40 +28,12 @@ from gridclear.shared.protocol import StatusMessage, verify_readings
 from gridclear.shared.readings import Reading
 from gridclear.shared.topics import readings_topic, status_topic
 
-if TYPE_CHECKING:
-    # Only the type: the edge never imports the cloud, its tests neither.
-    from gridclear.cloud.localservices import MosquittoServer  # noqa: TID251
-
 KEY = DeviceKey(bytes(range(2, 34)))
 T0 = 1_767_225_600_000
 
 
-@dataclass
-class Collector:
-    """A persistent QoS 1 subscriber that records every message, across broker restarts."""
-
-    host: str
-    port: int
-    topics: list[str]
-    received: list[tuple[str, bytes, bool]] = field(default_factory=list)
-    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
-    identifier: str = field(default_factory=lambda: f"collector-{uuid.uuid4().hex[:8]}")
-
-    async def run(self) -> None:
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.identifier, clean_session=False
-                ) as client:
-                    for topic in self.topics:
-                        await client.subscribe(topic, qos=1)
-                    self.subscribed.set()
-                    async for message in client.messages:
-                        payload = message.payload
-                        assert isinstance(payload, bytes)
-                        self.received.append((str(message.topic), payload, message.retain))
-            except aiomqtt.MqttError:
-                await asyncio.sleep(0.1)
+class Collector(MqttCollector):
+    """The shared collector, reading what it received as the cloud would."""
 
     def seqs(self, topic: str) -> list[int]:
         return [
@@ -76,26 +50,11 @@ def _device(topic: str) -> str:
     return topic.split("/")[-2]
 
 
-async def _until(condition: object, timeout_s: float = 30.0) -> None:
-    """Wait until ``condition()`` is true (a liveness bound, not a timing assertion)."""
-    assert callable(condition)
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 -- polls state owned by other parts
-            await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 def broker(local_mosquitto: MosquittoServer) -> Iterator[MosquittoServer]:
     """The session's broker, which a test may stop; it is running again afterwards."""
     yield local_mosquitto
     local_mosquitto.start()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -154,10 +113,10 @@ async def _rig(
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             collecting = group.create_task(collector.run())
-            await _until(collector.subscribed.is_set)
+            await until(collector.subscribed.is_set)
             publishing = group.create_task(publisher.run(stop))
             if wait_connected:
-                await _until(lambda: publisher.stats.connected)
+                await until(lambda: publisher.stats.connected)
             try:
                 yield Rig(outbox, publisher, collector, device_id, stop)
             finally:
@@ -172,14 +131,14 @@ async def test_messages_arrive_in_order_and_leave_the_outbox_only_when_acknowled
 ) -> None:
     async with _rig(broker.url, tmp_path) as rig:
         rig.append(50)
-        await _until(lambda: rig.outbox.stats().depth == 0)
+        await until(lambda: rig.outbox.stats().depth == 0)
         assert rig.collector.seqs(rig.readings_topic) == list(range(1, 51))
         assert rig.publisher.stats.acked == 50
-        await _until(lambda: rig.collector.statuses(rig.status_topic))
+        await until(lambda: rig.collector.statuses(rig.status_topic))
         online = rig.collector.statuses(rig.status_topic)[0]
         assert (online.state, online.kid, online.device_id) == ("online", KEY.kid, rig.device_id)
     # A clean stop leaves the retained status "offline".
-    await _until(lambda: rig.collector.statuses(rig.status_topic)[-1].state == "offline")
+    await until(lambda: rig.collector.statuses(rig.status_topic)[-1].state == "offline")
     retained = await _retained(broker, rig.status_topic)
     assert StatusMessage.model_validate_json(retained).state == "offline"
 
@@ -200,7 +159,7 @@ async def test_the_in_flight_window_is_never_exceeded(
 ) -> None:
     async with _rig(broker.url, tmp_path, max_inflight=4, drain_rate=10_000.0) as rig:
         rig.append(300)
-        await _until(lambda: rig.outbox.stats().depth == 0)
+        await until(lambda: rig.outbox.stats().depth == 0)
         assert sorted(rig.collector.seqs(rig.readings_topic)) == list(range(1, 301))
         assert 1 <= rig.publisher.stats.max_inflight_seen <= 4
 
@@ -211,13 +170,13 @@ async def test_backlog_drains_oldest_first_while_live_messages_flow(
     # 300 messages kept during an outage, drained at 100/s; live ones meanwhile.
     async with _rig(broker.url, tmp_path, max_inflight=8, drain_rate=100.0) as rig:
         broker.stop()
-        await _until(lambda: not rig.publisher.stats.connected)
+        await until(lambda: not rig.publisher.stats.connected)
         rig.append(300)
         broker.start()
-        await _until(lambda: rig.publisher.stats.connects >= 2)
-        await _until(lambda: rig.publisher.stats.drain_backlog > 0, timeout_s=10)
+        await until(lambda: rig.publisher.stats.connects >= 2)
+        await until(lambda: rig.publisher.stats.drain_backlog > 0, timeout_s=10)
         rig.append(5, start=1000)
-        await _until(lambda: rig.outbox.stats().depth == 0)
+        await until(lambda: rig.outbox.stats().depth == 0)
     seqs = rig.collector.seqs(rig.readings_topic)
     assert sorted(set(seqs)) == list(range(1, 306))
     backlog = [s for s in seqs if s <= 300]
@@ -230,16 +189,16 @@ async def test_backlog_drains_oldest_first_while_live_messages_flow(
 async def test_broker_outage_loses_nothing(broker: MosquittoServer, tmp_path: Path) -> None:
     async with _rig(broker.url, tmp_path) as rig:
         rig.append(20)
-        await _until(lambda: rig.outbox.stats().depth == 0)
+        await until(lambda: rig.outbox.stats().depth == 0)
         broker.stop()
-        await _until(lambda: not rig.publisher.stats.connected)
+        await until(lambda: not rig.publisher.stats.connected)
         rig.append(100, start=20)  # taken while the broker is away
         assert rig.outbox.stats().depth == 100
         broker.start()
-        await _until(lambda: rig.outbox.stats().depth == 0)
+        await until(lambda: rig.outbox.stats().depth == 0)
         rig.append(10, start=120)
-        await _until(lambda: rig.outbox.stats().depth == 0)
-        await _until(lambda: set(rig.collector.seqs(rig.readings_topic)) >= set(range(1, 131)))
+        await until(lambda: rig.outbox.stats().depth == 0)
+        await until(lambda: set(rig.collector.seqs(rig.readings_topic)) >= set(range(1, 131)))
     seqs = rig.collector.seqs(rig.readings_topic)
     assert sorted(set(seqs)) == list(range(1, 131))
     outage = [s for s in seqs if 21 <= s <= 120]
@@ -251,7 +210,7 @@ async def test_without_a_broker_everything_stays_and_stop_is_prompt(tmp_path: Pa
     settings = PublisherSettings(
         device_id="gw-1",
         host="127.0.0.1",
-        port=_free_port(),
+        port=free_port(),
         reconnect_min_s=0.01,
         reconnect_max_s=0.05,
     )
@@ -267,7 +226,7 @@ async def test_without_a_broker_everything_stays_and_stop_is_prompt(tmp_path: Pa
         task = asyncio.create_task(publisher.run(stop))
         outbox.append([Reading(meter="m1", ts_ms=T0, import_wh=1)])
         publisher.notify()
-        await _until(lambda: publisher.stats.last_error is not None)
+        await until(lambda: publisher.stats.last_error is not None)
         stop.set()
         async with asyncio.timeout(5):
             await task

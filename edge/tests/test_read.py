@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import struct
 import sys
 from pathlib import Path
 
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from gridclear.devtools.net import free_port
 
 COMMAND = str(Path(sys.executable).with_name("gridclear-edge"))
 
@@ -32,13 +33,6 @@ def sdm630(unit: int) -> SimDevice:
         id=unit,
         simdata=(bits, bits, serial, [SimData(0, values=regs, datatype=DataType.REGISTERS)]),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def write_config(path: Path, port: int, dead_port: int) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import struct
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from gridclear.devtools.net import free_port
 from gridclear.edge.modbus._commands import parse_units
 
 COMMAND = str(Path(sys.executable).with_name("gridclear-edge"))
@@ -39,13 +39,6 @@ def eastron_meter(unit: int) -> SimDevice:
     inputs = [SimData(0, values=[*volts, *([0] * 0x4A)], datatype=DataType.REGISTERS)]
     serial = [SimData(0xFC00, values=[1, 2], datatype=DataType.REGISTERS)]
     return SimDevice(id=unit, simdata=(BITS, BITS, serial, inputs))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def run(*args: str) -> tuple[int, str, str]:

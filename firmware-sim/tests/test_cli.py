@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gridclear.metersim.process import MetersimProcess
+from gridclear.devtools.metersim import MetersimProcess
 
 Metersim = Callable[..., MetersimProcess]
 

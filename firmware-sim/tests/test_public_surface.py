@@ -20,7 +20,6 @@ PUBLIC = [
     "gridclear.metersim.transport",
     "gridclear.metersim.control",
     "gridclear.metersim.server",
-    "gridclear.metersim.process",
     "gridclear.metersim.runner",
 ]
 

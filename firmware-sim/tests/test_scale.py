@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pymodbus.client import ModbusTcpClient
 
-from gridclear.metersim.process import MetersimProcess
+from gridclear.devtools.metersim import MetersimProcess
 
 Metersim = Callable[..., MetersimProcess]
 PORTS, UNITS = 9, 223  # 2,007 meters

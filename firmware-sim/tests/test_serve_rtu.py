@@ -13,7 +13,7 @@ from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer import FramerRTU
 
-from gridclear.metersim.process import MetersimProcess
+from gridclear.devtools.metersim import MetersimProcess
 
 Metersim = Callable[..., MetersimProcess]
 

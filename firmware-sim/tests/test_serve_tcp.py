@@ -14,7 +14,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from gridclear.metersim.process import MetersimProcess
+from gridclear.devtools.metersim import MetersimProcess
 
 Metersim = Callable[..., MetersimProcess]
 START = "2025-06-21T10:00:00Z"

@@ -15,20 +15,20 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 from joserfc import jws
 from joserfc.jwk import OKPKey
 
-from gridclear.cloud.localservices import MosquittoServer
+from gridclear.devtools.localservices import MosquittoServer
+from gridclear.devtools.metersim import MetersimProcess
+from gridclear.devtools.mqtt import MqttCollector
+from gridclear.devtools.waiting import until
 from gridclear.metersim.physics import meter_key, noise
-from gridclear.metersim.process import MetersimProcess
 from gridclear.shared.protocol import StatusMessage, decode_payload
 from gridclear.shared.topics import readings_topic, status_topic
 
@@ -36,36 +36,13 @@ BIN = Path(sys.executable).parent
 SEED = 3
 METERS = {"m1": (1, "sdm630", 2000), "m2": (2, "sdm120", 500)}
 BROKER_OUTAGE_S = float(os.environ.get("GRIDCLEAR_TEST_BROKER_OUTAGE_S", "5"))
+WAIT_S = 60.0
+"""The bound on waiting for the agent (a liveness bound: it starts a process, reads meters)."""
 
 
 def _served_import_wh(unit: int) -> int:
     """The import register the simulator serves (its clock stands still: speed 0)."""
     return round(1000.0 * (100.0 + 9900.0 * noise(meter_key(SEED, "tcp", unit), 60, 0)))
-
-
-@dataclass
-class Collector:
-    host: str
-    port: int
-    topics: list[str]
-    messages: list[tuple[str, bytes]] = field(default_factory=list)
-    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
-    identifier: str = field(default_factory=lambda: f"cloud-{uuid.uuid4().hex[:8]}")
-
-    async def run(self) -> None:
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.identifier, clean_session=False
-                ) as client:
-                    for topic in self.topics:
-                        await client.subscribe(topic, qos=1)
-                    self.subscribed.set()
-                    async for message in client.messages:
-                        assert isinstance(message.payload, bytes)
-                        self.messages.append((str(message.topic), message.payload))
-            except aiomqtt.MqttError:
-                await asyncio.sleep(0.1)
 
 
 @dataclass
@@ -146,32 +123,19 @@ def _verify(edge: Edge, token: bytes) -> dict[str, Any]:
     return payload.model_dump()
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 -- polls a collector fed by another task
-            await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def cloud(mqtt_url: str, edge: Edge) -> Any:
-    host, port = mqtt_url.removeprefix("mqtt://").split(":")
-    collector = Collector(host, int(port), [edge.readings_topic, edge.status_topic])
-    task = asyncio.create_task(collector.run())
-    await _until(collector.subscribed.is_set, 10)
-    yield collector
-    task.cancel()
+    collector = MqttCollector.from_url(mqtt_url, [edge.readings_topic, edge.status_topic])
+    async with collector.running():
+        yield collector
 
 
-def _payloads(edge: Edge, collector: Collector) -> list[dict[str, Any]]:
-    return [_verify(edge, p) for t, p in collector.messages if t == edge.readings_topic]
+def _payloads(edge: Edge, collector: MqttCollector) -> list[dict[str, Any]]:
+    return [_verify(edge, p) for p in collector.payloads(edge.readings_topic)]
 
 
-def _statuses(edge: Edge, collector: Collector) -> list[StatusMessage]:
-    return [
-        StatusMessage.model_validate_json(p)
-        for t, p in collector.messages
-        if t == edge.status_topic
-    ]
+def _statuses(edge: Edge, collector: MqttCollector) -> list[StatusMessage]:
+    return [StatusMessage.model_validate_json(p) for p in collector.payloads(edge.status_topic)]
 
 
 def _assert_one_gapless_chain(payloads: list[dict[str, Any]]) -> None:
@@ -189,10 +153,10 @@ def _assert_one_gapless_chain(payloads: list[dict[str, Any]]) -> None:
 
 
 async def test_signed_readings_arrive_verified_in_sequence_matching_the_meters(
-    edge: Edge, cloud: Collector
+    edge: Edge, cloud: MqttCollector
 ) -> None:
     edge.start()
-    await _until(lambda: len(_payloads(edge, cloud)) >= 6)
+    await until(lambda: len(_payloads(edge, cloud)) >= 6, timeout_s=WAIT_S)
     assert edge.signal(signal.SIGTERM) == 0
     payloads = _payloads(edge, cloud)
     seqs = [p["seq"] for p in payloads]
@@ -210,20 +174,22 @@ async def test_signed_readings_arrive_verified_in_sequence_matching_the_meters(
     # Online while it ran, and a clean stop leaves "offline" retained.
     statuses = _statuses(edge, cloud)
     assert statuses[0].state == "online"
-    await _until(lambda: _statuses(edge, cloud)[-1].state == "offline", 10)
+    await until(lambda: _statuses(edge, cloud)[-1].state == "offline", timeout_s=10)
 
 
 async def test_kill_9_and_restart_continue_the_sequence_losing_and_doubling_nothing(
-    edge: Edge, cloud: Collector
+    edge: Edge, cloud: MqttCollector
 ) -> None:
     edge.start()
-    await _until(lambda: len(_payloads(edge, cloud)) >= 4)
+    await until(lambda: len(_payloads(edge, cloud)) >= 4, timeout_s=WAIT_S)
     assert edge.signal(signal.SIGKILL) == -signal.SIGKILL
     # The broker published the last will for the dead agent.
-    await _until(lambda: _statuses(edge, cloud)[-1].state == "offline", 30)
+    await until(lambda: _statuses(edge, cloud)[-1].state == "offline", timeout_s=30)
     before = max(p["seq"] for p in _payloads(edge, cloud))
     edge.start()
-    await _until(lambda: max(p["seq"] for p in _payloads(edge, cloud)) >= before + 4)
+    await until(
+        lambda: max(p["seq"] for p in _payloads(edge, cloud)) >= before + 4, timeout_s=WAIT_S
+    )
     assert edge.signal(signal.SIGTERM) == 0
     status = subprocess.run(  # noqa: ASYNC221 -- the agent is stopped; nothing else runs
         [str(BIN / "gridclear-edge"), "status", "--config", str(edge.config), "--json"],
@@ -236,19 +202,19 @@ async def test_kill_9_and_restart_continue_the_sequence_losing_and_doubling_noth
     # The last batch, signed during the graceful stop, may still be on its way from the
     # broker to the subscriber: wait for it, then check nothing is missing or doubled.
     last_seq = report["outbox"]["last_seq"]
-    await _until(lambda: max(p["seq"] for p in _payloads(edge, cloud)) >= last_seq, 10)
+    await until(lambda: max(p["seq"] for p in _payloads(edge, cloud)) >= last_seq, timeout_s=10)
     _assert_one_gapless_chain(_payloads(edge, cloud))
     assert max(p["seq"] for p in _payloads(edge, cloud)) == last_seq
 
 
 @pytest.mark.slow
 async def test_broker_outage_every_reading_arrives_afterwards_in_order(
-    edge: Edge, cloud: Collector, local_mosquitto: MosquittoServer, mqtt_url: str
+    edge: Edge, cloud: MqttCollector, local_mosquitto: MosquittoServer, mqtt_url: str
 ) -> None:
     if local_mosquitto.url != mqtt_url:
         pytest.fail("this fault test needs the throwaway broker (unset GRIDCLEAR_MQTT_URL)")
     edge.start()
-    await _until(lambda: len(_payloads(edge, cloud)) >= 2)
+    await until(lambda: len(_payloads(edge, cloud)) >= 2, timeout_s=WAIT_S)
     local_mosquitto.stop()
     try:
         # 5 s of outage at 0.5 s batches keeps ~10 messages, which proves what 30 s would
@@ -262,7 +228,7 @@ async def test_broker_outage_every_reading_arrives_afterwards_in_order(
         seqs = {p["seq"] for p in _payloads(edge, cloud)}
         return bool(seqs) and max(seqs) >= wanted and len(seqs) == max(seqs)
 
-    await _until(drained, timeout_s=BROKER_OUTAGE_S * 3 + 30)
+    await until(drained, timeout_s=BROKER_OUTAGE_S * 3 + 30)
     assert edge.signal(signal.SIGTERM) == 0
     payloads = _payloads(edge, cloud)
     _assert_one_gapless_chain(payloads)
@@ -274,13 +240,13 @@ async def test_broker_outage_every_reading_arrives_afterwards_in_order(
 
 
 async def test_a_dead_meter_does_not_delay_the_others(
-    edge: Edge, cloud: Collector, meters: MetersimProcess
+    edge: Edge, cloud: MqttCollector, meters: MetersimProcess
 ) -> None:
     edge.start()
-    await _until(lambda: len(_payloads(edge, cloud)) >= 2)
+    await until(lambda: len(_payloads(edge, cloud)) >= 2, timeout_s=WAIT_S)
     meters.fault("tcp/2", "timeout")  # m2 stops answering (1 s timeout, 2 retries)
     faulted_from = max(r["ts_ms"] for p in _payloads(edge, cloud) for r in p["readings"])
-    await _until(
+    await until(
         lambda: (
             sum(
                 1
@@ -289,7 +255,8 @@ async def test_a_dead_meter_does_not_delay_the_others(
                 if r["meter"] == "m2" and "read_error" in r["quality"]
             )
             >= 2
-        )
+        ),
+        timeout_s=WAIT_S,
     )
     assert edge.signal(signal.SIGTERM) == 0
     readings = [r for p in _payloads(edge, cloud) for r in p["readings"]]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from gridclear.devtools.metersim import MetersimProcess
 from gridclear.edge.config import load_config
 from gridclear.edge.modbus import MeterPool
-from gridclear.metersim.process import MetersimProcess
 from gridclear.shared.readings import Quality
 
 SITE = """

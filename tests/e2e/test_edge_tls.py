@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gridclear.cloud.ingest._mqtt import MqttSubscriber, SubscriberOptions
-from gridclear.cloud.localservices import BrokerTls, MosquittoServer
-from gridclear.metersim.process import MetersimProcess
+from gridclear.devtools.localservices import BrokerTls, MosquittoServer
+from gridclear.devtools.metersim import MetersimProcess
 from gridclear.shared.protocol import decode_payload
 from gridclear.shared.topics import readings_topic
 

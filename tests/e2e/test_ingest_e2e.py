@@ -28,8 +28,8 @@ from cloud.tests.api_support import fresh_database
 from cloud.tests.ingest_support import count, wait_for
 
 from gridclear.cloud.ingest.worker import IngestWorker, WorkerConfig
-from gridclear.cloud.localservices import free_port
-from gridclear.metersim.process import MetersimProcess
+from gridclear.devtools.metersim import MetersimProcess
+from gridclear.devtools.net import free_port
 
 BIN = Path(sys.executable).parent
 SPEED = int(os.environ.get("GRIDCLEAR_TEST_E2E_SPEED", "60"))

@@ -31,8 +31,9 @@ from cloud.tests.ingest_support import (
 )
 from psycopg import sql
 
-from gridclear.cloud.localservices import PostgresServer, spawn_child
 from gridclear.cloud.storage.migrations import migrate
+from gridclear.devtools.children import spawn_child
+from gridclear.devtools.localservices import PostgresServer
 from gridclear.shared.readings import Reading
 
 OUTAGE_S = float(os.environ.get("GRIDCLEAR_TEST_OUTAGE_S", "3"))

@@ -9,7 +9,6 @@ from pathlib import Path
 from gridclear.cloud import __version__
 from gridclear.cloud.ingest._cli import add_ingest_commands
 from gridclear.cloud.market._cli import add_market_commands
-from gridclear.cloud.market._participants_cli import add_participants_command
 from gridclear.cloud.market._scheduler_cli import add_scheduler_command
 
 __all__ = ["build_parser", "main"]
@@ -27,38 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = commands.add_parser(
-        "demo",
-        help="run the whole system locally with throwaway servers until Ctrl-C",
-        description=(
-            "Start throwaway PostgreSQL, Redis and Mosquitto servers on free loopback "
-            "ports (unless GRIDCLEAR_*_URL names existing ones), print what runs where, "
-            "and keep running until Ctrl-C or SIGTERM, then stop everything cleanly."
-        ),
-    )
-    demo.add_argument(
-        "--run-dir",
-        type=Path,
-        default=None,
-        help="folder for the servers' data and logs (default: a fresh temporary folder)",
-    )
-    demo.add_argument(
-        "--broker-policy",
-        type=Path,
-        default=None,
-        help="folder of Mosquitto policy files to include (default: deploy/mosquitto/conf.d)",
-    )
-    demo.add_argument(
-        "--site",
-        type=Path,
-        default=None,
-        help="simulated site to serve (default: firmware-sim/examples/demo-site.toml)",
-    )
-    demo.set_defaults(handler=_demo)
     _add_api_commands(commands)
     add_market_commands(commands)
     add_scheduler_command(commands)
-    add_participants_command(commands)
     add_ingest_commands(commands)
     return parser
 
@@ -164,12 +134,6 @@ def _admin_create(args: argparse.Namespace) -> int:
         return 1
     print(f"admin account {user_id} ready for {args.email.strip().lower()}")
     return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from gridclear.cloud.demo import run_demo
-
-    return run_demo(run_dir=args.run_dir, broker_policy=args.broker_policy, site=args.site)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,6 @@ __all__ = [
     "API_DOCS",
     "ARGON2_MEMORY_KIB",
     "ARGON2_TIME_COST",
-    "BROKER_CONFIG",
     "CORS_ORIGINS",
     "DATABASE_URL",
     "DB_POOL_MAX",
@@ -41,7 +40,6 @@ __all__ = [
     "REDIS_KEY_PREFIX",
     "REDIS_URL",
     "REFRESH_TOKEN_TTL_S",
-    "RUN_DIR",
     "SCHEDULER_INTERVAL_S",
     "SIWS_CHAIN_ID",
     "SIWS_DOMAIN",
@@ -58,12 +56,6 @@ REDIS_URL: Final = "GRIDCLEAR_REDIS_URL"
 
 MQTT_URL: Final = "GRIDCLEAR_MQTT_URL"
 """MQTT broker URL (mqtt:// or mqtts://); when unset, a throwaway Mosquitto is started."""
-
-RUN_DIR: Final = "GRIDCLEAR_RUN_DIR"
-"""Where throwaway servers keep their data and logs; a fresh temporary folder when unset."""
-
-BROKER_CONFIG: Final = "GRIDCLEAR_BROKER_CONFIG"
-"""The Mosquitto policy file throwaway brokers include (default: deploy/mosquitto/conf.d)."""
 
 TEST_TIMESCALE_URL: Final = "GRIDCLEAR_TEST_TIMESCALE_URL"
 """A TimescaleDB server for the tests that cover the hypertable path (docker compose)."""

@@ -12,7 +12,7 @@ Design notes:
 - Each server is a direct child process running in the foreground, in its own
   session (a Ctrl-C in the terminal reaches us, and we stop the servers in
   order), and with a parent-death signal, so that even a ``kill -9`` of the
-  parent leaves no server behind.
+  parent leaves no server behind (:mod:`gridclear.devtools.children`).
 - PostgreSQL refuses to run as root, so as root every server runs as its
   Debian package's unprivileged user, and the run folder is made traversable.
 - Mosquitto includes the same policy files as production (``deploy/mosquitto/
@@ -26,7 +26,6 @@ Design notes:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import glob
 import os
 import pwd
@@ -38,11 +37,14 @@ import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
+
+from gridclear.devtools.children import log_tail, spawn_child
+from gridclear.devtools.net import free_port
 
 __all__ = [
     "BrokerTls",
@@ -53,12 +55,7 @@ __all__ = [
     "RedisServer",
     "ServiceNotInstalledError",
     "ServiceStartError",
-    "free_port",
-    "spawn_child",
 ]
-
-_PR_SET_PDEATHSIG = 1
-_LOG_TAIL_LINES = 40
 
 
 class ServiceStartError(RuntimeError):
@@ -68,29 +65,13 @@ class ServiceStartError(RuntimeError):
         self.service = service
         self.reason = reason
         self.log_path = log_path
-        tail = _tail(log_path) if log_path else ""
+        tail = log_tail(log_path) if log_path else ""
         where = f"\n--- last lines of {log_path} ---\n{tail}" if tail else ""
         super().__init__(f"{service} did not start: {reason}{where}")
 
 
 class ServiceNotInstalledError(ServiceStartError):
     """The server's binary is not on this machine; the message says what to install."""
-
-
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _find_binary(name: str, extra_globs: Sequence[str], package: str) -> Path:
@@ -121,48 +102,6 @@ def _service_user(preferred: str) -> pwd.struct_passwd | None:
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
     raise ServiceStartError(preferred, f"running as root and no '{preferred}' user exists", None)
-
-
-def _parent_death_signal(signum: int) -> Callable[[], None]:
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def set_signal() -> None:
-        # Runs in the child between fork and exec, after the uid change (which would
-        # otherwise clear it): the server gets `signum` when we die, however we die.
-        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
-
-    return set_signal
-
-
-def spawn_child(
-    argv: Sequence[str],
-    *,
-    log_path: Path,
-    cwd: Path,
-    user: pwd.struct_passwd | None = None,
-    death_signal: signal.Signals = signal.SIGTERM,
-    env: Mapping[str, str] | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start a long-running child that can never outlive us.
-
-    It runs in its own session (a terminal's Ctrl-C reaches only us, and we stop
-    children in order), writes stdout and stderr to ``log_path``, and receives
-    ``death_signal`` if we die without stopping it, even by ``kill -9``.
-    """
-    with log_path.open("ab") as log:
-        return subprocess.Popen(  # noqa: S603 -- fixed argv, no shell
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=None if env is None else dict(env),
-            start_new_session=True,
-            user=user.pw_uid if user else None,
-            group=user.pw_gid if user else None,
-            extra_groups=[] if user else None,
-            preexec_fn=_parent_death_signal(death_signal),  # noqa: PLW1509
-        )
 
 
 class LocalService(ABC):

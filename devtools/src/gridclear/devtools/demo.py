@@ -1,7 +1,7 @@
-"""``gridclear-cloud demo``: the whole system on one machine, until Ctrl-C.
+"""``gridclear-dev demo``: the whole system on one machine, until Ctrl-C.
 
 Servers named by ``GRIDCLEAR_*_URL`` are used as they are; the others are
-started as throwaway instances (see :mod:`gridclear.cloud.localservices`).
+started as throwaway instances (see :mod:`gridclear.devtools.localservices`).
 The system's own processes (simulated meters, gateways, the cloud) run as
 children under a :class:`Supervisor`: each logs to the run folder, none can
 outlive the demo, and if one dies the demo says which, shows its log and stops.
@@ -26,20 +26,17 @@ from typing import NoReturn
 
 import psycopg
 
-from gridclear.cloud import env
-from gridclear.cloud._demo_plan import (
+from gridclear.cloud import env as cloud_env
+from gridclear.devtools import env
+from gridclear.devtools._demo_plan import (
     DemoGateway,
     edge_config_toml,
     gateways_from_site,
     summarize,
 )
-from gridclear.cloud.localservices import (
-    LocalServices,
-    ServiceStartError,
-    _tail,
-    free_port,
-    spawn_child,
-)
+from gridclear.devtools.children import log_tail, spawn_child
+from gridclear.devtools.localservices import LocalServices, ServiceStartError
+from gridclear.devtools.net import free_port
 
 __all__ = [
     "DEMO_ADMIN_EMAIL",
@@ -88,7 +85,7 @@ class Supervisor:
             if code is not None:
                 raise ChildExitedError(
                     f"{child.name} exited with code {code}; last lines of {child.log_path}:\n"
-                    f"{_tail(child.log_path)}"
+                    f"{log_tail(child.log_path)}"
                 )
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -195,10 +192,10 @@ def _start_system(
     """Start meters, cloud and gateways; return the lines that say what runs where."""
     run_dir = services.run_dir / "demo"
     child_env = {
-        env.DATABASE_URL: urls["postgres"],
-        env.REDIS_URL: urls["redis"],
-        env.MQTT_URL: urls["mosquitto"],
-        env.LOG_FORMAT: "json",
+        cloud_env.DATABASE_URL: urls["postgres"],
+        cloud_env.REDIS_URL: urls["redis"],
+        cloud_env.MQTT_URL: urls["mosquitto"],
+        cloud_env.LOG_FORMAT: "json",
     }
     print("  migrating the database ...", flush=True)
     _run_step("gridclear-cloud migrate", [_tool("gridclear-cloud"), "migrate"], child_env)
@@ -348,7 +345,7 @@ def _start_market(
     ready: Mapping[str, object],
 ) -> list[str]:
     """The scheduler, as fast as the simulated street, and a trader per household."""
-    from gridclear.cloud.market.participants import ApiClient, ApiRequestError
+    from gridclear.devtools.participants import ApiClient, ApiRequestError
 
     speed = float(str(ready.get("speed", 60)))
     # An hour of slots open ahead (a minute of wall time at x60) keeps the book tidy;
@@ -379,7 +376,7 @@ def _start_market(
     supervisor.start(
         "participants",
         [
-            _tool("gridclear-cloud"),
+            _tool("gridclear-dev"),
             "participants",
             "--api",
             api_url,

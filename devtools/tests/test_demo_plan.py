@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gridclear.cloud._demo_plan import edge_config_toml, gateways_from_site, meter_role
+from gridclear.devtools._demo_plan import edge_config_toml, gateways_from_site, meter_role
 from gridclear.edge.config import load_config
 
 READY = {

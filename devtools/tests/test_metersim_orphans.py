@@ -23,7 +23,7 @@ def test_simulator_stops_when_its_parent_is_killed(tmp_path: Path) -> None:
         f"""
         import time
         from pathlib import Path
-        from gridclear.metersim.process import MetersimProcess
+        from gridclear.devtools.metersim import MetersimProcess
         sim = MetersimProcess(meters=["1:sdm120:flat:100"], workdir=Path({str(tmp_path)!r}))
         sim.start()
         print(sim.description["pid"], flush=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gridclear.cloud.localservices import (
+from gridclear.devtools.localservices import (
     PostgresServer,
     RedisServer,
     ServiceNotInstalledError,
@@ -56,7 +56,7 @@ def test_servers_die_with_a_killed_parent(server_dir: Path) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from gridclear.cloud.localservices import RedisServer
+        from gridclear.devtools.localservices import RedisServer
         server = RedisServer(run_dir=Path({str(server_dir)!r}))
         server.start()
         print(server.pid, flush=True)

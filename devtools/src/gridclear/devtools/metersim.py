@@ -3,12 +3,12 @@
 :class:`MetersimProcess` starts the real command (``python -m gridclear.metersim``)
 on free ports, waits until it has written its ready file (what it serves
 where), and offers the run-time fault switches of its control port. It is
-what the ``metersim`` pytest fixture returns.
+what the ``metersim`` pytest fixture returns. The simulator never outlives us
+(:func:`gridclear.devtools.children.spawn_child`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -17,32 +17,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
+
+from gridclear.devtools.children import spawn_child
 
 __all__ = ["MetersimBus", "MetersimProcess", "MetersimStartError"]
 
 
 class MetersimStartError(RuntimeError):
     """The simulator did not come up; the message carries its output."""
-
-
-def _terminate_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook that has Linux send SIGTERM to the simulator when we die.
-
-    Even a ``kill -9`` of a test run then leaves no simulator serving stale meters.
-    Elsewhere (no prctl) it is None and the caller's stop() is the only guard.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def set_signal() -> None:
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-
-    return set_signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +92,7 @@ class MetersimProcess:
     def start(self, *, timeout: float = 30.0) -> Self:
         """Start and wait until every transport listens. Raises :class:`MetersimStartError`."""
         self._ready.unlink(missing_ok=True)
-        with self.log_path.open("wb") as log:
-            # Our own interpreter running our own module: no shell, no outside input.
-            self._process = subprocess.Popen(  # noqa: S603
-                self.args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_terminate_with_parent(),  # noqa: PLW1509
-            )
+        self._process = spawn_child(self.args, log_path=self.log_path, cwd=self._workdir)
         deadline = time.monotonic() + timeout
         while not self._ready.exists():
             if self._process.poll() is not None:

@@ -1,9 +1,10 @@
 """pytest plugin: real PostgreSQL, Redis and Mosquitto for gridclear's tests.
 
-Loaded for every test run (``-p pytest_gridclear`` in the root configuration).
+Loaded for every test run wherever gridclear-devtools is installed, through its
+``pytest11`` entry point.
 
 Servers are started once per test session, lazily (a run that needs no broker
-starts none), on free loopback ports, by :mod:`gridclear.cloud.localservices`.
+starts none), on free loopback ports, by :mod:`gridclear.devtools.localservices`.
 Set ``GRIDCLEAR_DATABASE_URL``, ``GRIDCLEAR_REDIS_URL`` or ``GRIDCLEAR_MQTT_URL``
 to run the same tests against existing servers (docker compose). A server that
 cannot start fails the tests that need it, with its log; nothing is skipped.
@@ -19,6 +20,9 @@ give fault tests the server object itself, to stop, kill and restart it.
 
 ``metersim`` runs simulated Modbus meters (``gridclear-metersim serve``) over
 real TCP and pseudo-terminal RTU lines, with run-time fault switches.
+
+The plugin imports neither the cloud nor its clients (psycopg, redis) until a
+fixture needs them: the edge's and the simulator's tests run without them.
 """
 
 from __future__ import annotations
@@ -32,23 +36,35 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
-import redis
-from psycopg import sql
 
-from gridclear.cloud import env
-from gridclear.cloud.localservices import (
+from gridclear.devtools import REPO_ROOT, env
+from gridclear.devtools.localservices import (
     LocalService,
     MosquittoServer,
     PostgresServer,
     RedisServer,
 )
-from gridclear.metersim.process import MetersimProcess
+from gridclear.devtools.metersim import MetersimProcess
 
-__all__ = ["REPO_ROOT"]
+__all__ = [
+    "BROKER_POLICY",
+    "database_url",
+    "gridclear_run_dir",
+    "local_mosquitto",
+    "local_postgres",
+    "local_redis",
+    "metersim",
+    "mqtt_topic_prefix",
+    "mqtt_url",
+    "postgres_admin_url",
+    "pytest_report_header",
+    "pytest_runtest_makereport",
+    "redis_prefix",
+    "redis_url",
+    "server_dir",
+]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKER_POLICY = REPO_ROOT / "deploy" / "mosquitto" / "conf.d"
 
 _session_failed_key = pytest.StashKey[bool]()
@@ -160,17 +176,16 @@ def _database_name(node: str) -> str:
     return f"t_{stem}_{uuid.uuid4().hex[:8]}"
 
 
-def _with_database(url: str, database: str) -> str:
-    return psycopg.conninfo.make_conninfo(url, dbname=database)
-
-
 @pytest.fixture(scope="module")
 def database_url(postgres_admin_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty database for this test module, dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
     name = _database_name(request.module.__name__)
     with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield _with_database(postgres_admin_url, name)
+    yield psycopg.conninfo.make_conninfo(postgres_admin_url, dbname=name)
     with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -180,6 +195,8 @@ def database_url(postgres_admin_url: str, request: pytest.FixtureRequest) -> Ite
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix no other test uses; every key under it is deleted afterwards."""
+    import redis
+
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
     yield prefix
     client = redis.Redis.from_url(redis_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from gridclear.cloud.market.participants import BID_PRICES, OFFER_PRICES, order_for
+from gridclear.devtools.participants import BID_PRICES, OFFER_PRICES, order_for
 
 CONFIG = {
     "slotLengthS": 900,

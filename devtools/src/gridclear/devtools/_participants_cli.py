@@ -1,4 +1,4 @@
-"""``gridclear-cloud participants``: demo traders, one per household, over the REST API."""
+"""``gridclear-dev participants``: demo traders, one per household, over the REST API."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from types import FrameType
 
 __all__ = ["add_participants_command"]
 
-_PROG = "gridclear-cloud participants"
+_PROG = "gridclear-dev participants"
 
 
 def add_participants_command(
@@ -61,7 +61,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gridclear.cloud.market.participants import ApiRequestError, Household, run_participants
+    from gridclear.devtools.participants import ApiRequestError, Household, run_participants
 
     try:
         login = json.loads(args.operator_login.read_text())
