@@ -20,7 +20,9 @@ from gridclear.devtools import REPO_ROOT
 READY_LINE = "Press Ctrl-C to stop."
 
 
-def _read_until_ready(process: subprocess.Popen[str], timeout_s: float = 60) -> str:
+def _read_until_ready(process: subprocess.Popen[str], timeout_s: float = 180) -> str:
+    # A bound against a hang, not a speed target: the demo starts five agents, three
+    # servers and a simulator, and on a busy two-core machine that took 65-106 s.
     assert process.stdout is not None
     seen = []
     deadline = time.monotonic() + timeout_s

@@ -211,3 +211,11 @@ def _one(conn: psycopg.Connection[Any], query: str) -> int:
     row = conn.execute(query).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def test_times_past_what_a_float_holds_are_judged_not_raised() -> None:
+    now = _now()
+    for payload in (_payload(now, 10**400), _payload(10**400, now)):
+        detail = implausible_time(payload, received_ms=now, window=TimeWindow())
+        assert detail is not None
+        assert "after" in detail

@@ -29,7 +29,9 @@ async def test_auth_routes_limit_per_client_address(
     refused = await strict.client.post("/api/auth/init", json={"walletAddress": Wallet().address})
     assert refused.status_code == 429
     assert error_code(refused) == "RATE_LIMIT_EXCEEDED"
-    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    # A sliding window: the wait ends when this window's count has decayed enough,
+    # which can lie up to one more window ahead.
+    assert 1 <= int(refused.headers["retry-after"]) <= 2 * 60
     assert refused.json()["error"]["details"]["group"] == "auth"
 
     # Another client address has its own budget, shared through Redis by every instance.

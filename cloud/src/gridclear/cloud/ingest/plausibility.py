@@ -56,7 +56,9 @@ def _iso(ms: int) -> str:
 
 
 def _hours(ms: int) -> str:
-    return f"{ms / 3_600_000:.1f} h"
+    # Integer arithmetic: a signed time may be any JSON integer, past what a float holds.
+    tenths = ms // 360_000
+    return f"{tenths // 10}.{tenths % 10} h"
 
 
 def implausible_time(
