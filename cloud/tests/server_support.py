@@ -50,7 +50,7 @@ def serving(
             stderr=subprocess.PIPE,
         )
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120  # a hang guard: start-up is slow on a busy machine
             while True:
                 try:
                     live = httpx.get(f"http://127.0.0.1:{port}/api/health/live", timeout=1)

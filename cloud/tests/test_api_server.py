@@ -77,7 +77,7 @@ def test_migrate_admin_create_serve_and_sign_in_over_tcp(
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a hang guard: start-up is slow on a busy machine
         while True:
             try:
                 if httpx.get(f"{base}/api/health/live", timeout=1).status_code == 200:
