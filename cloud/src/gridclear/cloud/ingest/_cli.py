@@ -78,6 +78,20 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     ingest.add_argument("--batch-max", type=int, default=defaults.batch_max)
     ingest.add_argument("--receive-maximum", type=int, default=defaults.receive_maximum)
+    ingest.add_argument(
+        "--leave-timeout-s",
+        type=float,
+        default=defaults.leave_timeout_s,
+        help="on SIGTERM or SIGINT, how long to go on committing what the broker had assigned"
+        " to this worker before disconnecting; a worker that could not finish keeps its"
+        " session (default: %(default)s)",
+    )
+    ingest.add_argument(
+        "--leave",
+        action="store_true",
+        help="do not take part: resume the session of --client-id (a worker that vanished),"
+        " store and acknowledge what the broker queued for it, end the session and exit",
+    )
     _add_bounds(ingest, defaults)
     ingest.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
@@ -234,6 +248,7 @@ def _ingest(args: argparse.Namespace) -> int:
         ),
         quarantine_cap=args.quarantine_cap,
         quarantine_window_s=args.quarantine_window_s,
+        leave_timeout_s=args.leave_timeout_s,
     )
     if args.migrate:
         migrate(database_url)
@@ -241,8 +256,15 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, registry=worker.metrics.registry)
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        # The first signal leaves the group gracefully, a second one stops at once.
+        if stop.is_set():
+            worker.abandon()
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     logging.getLogger(__name__).info(
         "ingest worker %s in group %s: %s", config.client_id, config.group, worker.readings_filter
     )
@@ -250,7 +272,7 @@ def _ingest(args: argparse.Namespace) -> int:
         threading.Thread(
             target=_collect_on_a_timer, args=(stop, args.gc_interval_s), name="gc", daemon=True
         ).start()
-    worker.run(stop)
+    worker.run(stop, leave_at_once=args.leave)
     return 0
 
 
