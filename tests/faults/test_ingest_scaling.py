@@ -55,7 +55,7 @@ class Worker:
         return self.log.read_text() if self.log.exists() else ""
 
     def metric(self, name: str) -> float | None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
             for line in r.read().decode().splitlines():
                 if line.startswith(name + " "):
                     return float(line.split()[1])
@@ -86,7 +86,9 @@ class Group:
 
 
 @pytest.fixture
-def group(migrated_db: str, mqtt_url: str, mqtt_topic_prefix: str, server_dir: Path) -> Iterator[Group]:
+def group(
+    migrated_db: str, mqtt_url: str, mqtt_topic_prefix: str, server_dir: Path
+) -> Iterator[Group]:
     g = Group(migrated_db, mqtt_url, mqtt_topic_prefix, server_dir)
     yield g
     for worker in g.workers:
@@ -100,7 +102,9 @@ def _stored(url: str, gateway: Gateway) -> int:
     return count(url, "SELECT count(*)" + _OF, gateway.device_id)
 
 
-def _both_subscribed(url: str, publisher: Publisher, gateway: Gateway, workers: list[Worker]) -> None:
+def _both_subscribed(
+    url: str, publisher: Publisher, gateway: Gateway, workers: list[Worker]
+) -> None:
     wait_for(lambda: all("subscribed" in w.text() for w in workers), what="both workers subscribed")
     publisher.send(gateway, gateway.sign(signed_ms=RECENT_MS + 1000))
     wait_for(lambda: _stored(url, gateway) == 1, what="the first message")

@@ -77,21 +77,7 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--topic-prefix", default="", help="text in front of every topic (tests, staging)"
     )
     ingest.add_argument("--batch-max", type=int, default=defaults.batch_max)
-    ingest.add_argument("--receive-maximum", type=int, default=defaults.receive_maximum)
-    ingest.add_argument(
-        "--leave-timeout-s",
-        type=float,
-        default=defaults.leave_timeout_s,
-        help="on SIGTERM or SIGINT, how long to go on committing what the broker had assigned"
-        " to this worker before disconnecting; a worker that could not finish keeps its"
-        " session (default: %(default)s)",
-    )
-    ingest.add_argument(
-        "--leave",
-        action="store_true",
-        help="do not take part: resume the session of --client-id (a worker that vanished),"
-        " store and acknowledge what the broker queued for it, end the session and exit",
-    )
+    _add_session_options(ingest, defaults)
     _add_bounds(ingest, defaults)
     ingest.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
@@ -163,6 +149,26 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     meter.add_argument("--serial", default=None)
     meter.add_argument("--model", default=None)
     meter.set_defaults(handler=_devices_meter)
+
+
+def _add_session_options(ingest: argparse.ArgumentParser, defaults: WorkerConfig) -> None:
+    """The broker session: how much it may hold, how a worker leaves its group
+    (docs/INGEST.md, section 3, Scaling down)."""
+    ingest.add_argument("--receive-maximum", type=int, default=defaults.receive_maximum)
+    ingest.add_argument(
+        "--leave-timeout-s",
+        type=float,
+        default=defaults.leave_timeout_s,
+        help="on SIGTERM or SIGINT, how long to go on committing what the broker had assigned"
+        " to this worker before disconnecting; a worker that could not finish keeps its"
+        " session (default: %(default)s)",
+    )
+    ingest.add_argument(
+        "--leave",
+        action="store_true",
+        help="do not take part: resume the session of --client-id (a worker that vanished),"
+        " store and acknowledge what the broker queued for it, end the session and exit",
+    )
 
 
 def _add_bounds(ingest: argparse.ArgumentParser, defaults: WorkerConfig) -> None:

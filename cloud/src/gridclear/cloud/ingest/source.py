@@ -212,7 +212,7 @@ class MqttSource:
         return client
 
     def _connect_properties(self) -> Properties:
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.options.session_expiry_s
         properties.ReceiveMaximum = self.options.receive_maximum
         properties.MaximumPacketSize = self.options.maximum_packet_size
@@ -294,10 +294,13 @@ class MqttSource:
             if end_session and self.options.presence_root is not None:
                 topic = _member_topic(self.options.presence_root, self.options.client_id)
                 client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
-            properties = Properties(PacketTypes.DISCONNECT)
+            properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
             if end_session:
                 properties.SessionExpiryInterval = 0
-            client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Normal disconnection"), properties=properties)
+            client.disconnect(
+                reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Normal disconnection"),
+                properties=properties,
+            )
         client.loop_stop()
 
     # ------------------------------------------------------------ paho's thread
@@ -400,13 +403,16 @@ class MqttSource:
             topic = INVALID_TOPIC
         root = self.options.presence_root
         if root is not None and topic.startswith(root + "/"):
-            self._presence(topic[len(root) + 1 :], message.payload)
+            self._presence(topic[len(root) + 1 :], bytes(message.payload))
             return
         connection = self._live
         if connection is None:
             return  # the connection is going; the broker sends it again
         assert self._deliver is not None
-        self._deliver(Delivery(topic, message.payload, connection, message.mid, message.qos))
+        payload = message.payload
+        if not isinstance(payload, bytes):
+            payload = bytes(payload)
+        self._deliver(Delivery(topic, payload, connection, message.mid, message.qos))
 
     def _presence(self, member: str, payload: bytes) -> None:
         client_id = unquote(member)
