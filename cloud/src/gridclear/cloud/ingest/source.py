@@ -162,6 +162,8 @@ class MqttSource:
         on_disconnect: Callable[[str], None] | None = None,
         on_absent: Callable[[frozenset[str]], None] | None = None,
     ) -> None:
+        """``on_absent``: called on paho's thread with the members away without having
+        left, whenever the group's presence changes."""
         self.options = options
         self._on_connect_cb = on_connect
         self._on_disconnect_cb = on_disconnect
@@ -172,6 +174,8 @@ class MqttSource:
         self._live: int | None = None
         """The connection that is up, None between connections."""
         self._subscribed = threading.Event()
+        self._presence_known = threading.Event()
+        self._presence_mid: int | None = None
         self._left = threading.Event()
         self._leaving = False
         self._members: dict[str, bool] = {}
@@ -235,6 +239,14 @@ class MqttSource:
 
     def wait_ready(self, timeout_s: float) -> bool:
         return self._subscribed.wait(timeout_s)
+
+    def wait_presence(self, timeout_s: float) -> bool:
+        """True once the group's presence has been subscribed to on this connection."""
+        return self._presence_known.wait(timeout_s)
+
+    def members_present(self) -> frozenset[str]:
+        """The other members of the group that are connected, as far as presence says."""
+        return frozenset(c for c, here in list(self._members.items()) if here)
 
     @property
     def connection(self) -> int | None:
@@ -331,7 +343,8 @@ class MqttSource:
             return
         client.subscribe([(f, 1) for f in self.options.filters])
         if self.options.presence_root is not None:
-            client.subscribe(f"{self.options.presence_root}/+", qos=0)
+            # On paho's thread: its SUBACK is handled after this assignment.
+            self._presence_mid = client.subscribe(f"{self.options.presence_root}/+", qos=0)[1]
 
     def _honour(self, properties: Properties | None) -> None:
         """Note what the CONNACK's properties demand (paho applies Server Keep Alive)."""
@@ -355,12 +368,14 @@ class MqttSource:
         self,
         _client: mqtt.Client,
         _userdata: Any,
-        _mid: int,
+        mid: int,
         reasons: list[ReasonCode],
         _properties: Properties | None,
     ) -> None:
-        if len(reasons) != len(self.options.filters):
-            return  # the presence subscription
+        if mid == self._presence_mid:
+            # The broker sends the retained presence messages right after this SUBACK.
+            self._presence_known.set()
+            return
         refused = [str(r) for r in reasons if r.is_failure]
         if refused:
             log.error("mqtt: the broker refused the subscriptions: %s", ", ".join(refused))
@@ -393,6 +408,7 @@ class MqttSource:
             was = self._live
             self._live = None
         self._subscribed.clear()
+        self._presence_known.clear()
         if was is not None and self._on_disconnect_cb is not None:
             self._on_disconnect_cb(str(reason))
 

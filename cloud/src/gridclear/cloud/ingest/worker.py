@@ -24,7 +24,8 @@ grow, deploy/mosquitto/conf.d); when the database answers again the batch commit
 the acknowledgements go out and the flow resumes.
 
 Stopping (:meth:`IngestWorker.run` after ``stop``) hands the worker's share back to
-the group: it unsubscribes from the shared subscription (the broker assigns it
+the group when another member is connected (the group's presence says so; the last
+one keeps its session, so a restart loses nothing): it unsubscribes from the shared subscription (the broker assigns it
 nothing new), goes on committing and acknowledging what the broker had already
 assigned to it until nothing more comes for ``leave_quiet_s``, then disconnects
 ending its session, so the broker keeps nothing for an id that may never return.
@@ -142,6 +143,8 @@ class WorkerConfig:
     """Asked of the broker; a Server Keep Alive in its CONNACK replaces it."""
     leave_quiet_s: float = 0.5
     """On stop, how long nothing more must come before the worker's share counts as handed back."""
+    presence_wait_s: float = 0.3
+    """On stop, how long the group's retained presence messages may take after their SUBACK."""
     leave_timeout_s: float = 30.0
     """On stop, how long the worker tries to hand its share back before it keeps its session."""
     retry_max_s: float = 5.0
@@ -561,6 +564,13 @@ class IngestWorker:
     def _leave(self, writer: threading.Thread) -> bool:
         """Hand the worker's share back; True when nothing is left in its session."""
         deadline = time.monotonic() + self.config.leave_timeout_s
+        if not self._others_present(deadline):
+            log.warning(
+                "ingest: no other member of group %s is connected: keeping this worker's "
+                "session, so that the broker keeps what is published until one returns",
+                self.config.group,
+            )
+            return False
         log.info("ingest: leaving group %s, handing back what it holds", self.config.group)
         if not self._source.leave(timeout_s=max(0.0, deadline - time.monotonic())):
             log.warning("ingest: could not unsubscribe before stopping")
@@ -586,6 +596,24 @@ class IngestWorker:
                 return
         if not done.wait(self.config.leave_timeout_s):
             self._abandon.set()
+
+    def _others_present(self, deadline: float) -> bool:
+        """Whether another member of the group is connected to take the stream over.
+
+        With none, leaving would end the only session the readings are queued for, and
+        what is published until a worker starts again would reach no one (a restart of
+        a single worker). The group's presence comes with the subscriptions; waits a
+        little for it after a (re)connect.
+        """
+        if not isinstance(self._source, MqttSource):
+            return True
+        source = self._source
+        if not source.wait_presence(max(0.0, deadline - time.monotonic())):
+            return False
+        settle = min(deadline, time.monotonic() + self.config.presence_wait_s)
+        while not source.members_present() and time.monotonic() < settle:
+            self._abandon.wait(0.05)
+        return bool(source.members_present())
 
     def abandon(self) -> None:
         """Stop without waiting any longer to hand the worker's share back (a second
