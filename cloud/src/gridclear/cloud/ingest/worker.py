@@ -27,8 +27,9 @@ Stopping (:meth:`IngestWorker.run` after ``stop``) hands the worker's share back
 the group when another member is connected (the group's presence says so; the last
 one keeps its session, so a restart loses nothing): it unsubscribes from the shared
 subscription (the broker assigns it nothing new), goes on committing and
-acknowledging what the broker had already assigned to it until nothing more comes for ``leave_quiet_s``, then disconnects
-ending its session, so the broker keeps nothing for an id that may never return.
+acknowledging what the broker had already assigned to it until nothing more comes
+for ``leave_quiet_s``, then disconnects ending its session, so the broker keeps
+nothing for an id that may never return.
 If that cannot finish within ``leave_timeout_s`` (the database is down) or
 :meth:`IngestWorker.abandon` is called, it disconnects keeping its session, and what
 it holds waits for the same client id (docs/INGEST.md, "Scaling down").
