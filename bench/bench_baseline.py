@@ -11,6 +11,11 @@ generator the ingest benchmark uses (:func:`publish_packets`: pre-encoded PUBLIS
 packets written straight to sockets, PUBACKs counted, next to no CPU of its own),
 Mosquitto and a paho subscriber that does nothing with what it receives; so the
 ingest figure and its baseline differ only in what receives the messages.
+
+The load generator is the one place in gridclear where MQTT packets are built by hand
+(:func:`connect_packet`, :func:`publish_packet`): encoding them beforehand keeps a
+client library's CPU out of the measurement. tests/test_bench_load_generator.py checks
+them byte for byte against paho-mqtt's encoding of the same packets.
 """
 
 from __future__ import annotations
@@ -65,13 +70,13 @@ def _string(text: str) -> bytes:
 
 
 def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
-    """An MQTT 3.1.1 PUBLISH at QoS 1, ready for the wire."""
+    """An MQTT 3.1.1 PUBLISH at QoS 1, ready for the wire (load generator only)."""
     body = _string(topic) + struct.pack("!H", packet_id) + payload
     return b"\x32" + _varint(len(body)) + body
 
 
-def _connect_packet(client_id: str) -> bytes:
-    # MQTT 3.1.1, clean session, keep-alive 60 s.
+def connect_packet(client_id: str) -> bytes:
+    """An MQTT 3.1.1 CONNECT, clean session, keep-alive 60 s (load generator only)."""
     body = _string("MQTT") + b"\x04\x02" + struct.pack("!H", 60) + _string(client_id)
     return b"\x10" + _varint(len(body)) + body
 
@@ -89,7 +94,7 @@ class _Stream:
         self.pending = b""
         self.sock = socket.create_connection((host, port), timeout=30)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.sendall(_connect_packet(f"bench-raw-{uuid.uuid4().hex[:10]}"))
+        self.sock.sendall(connect_packet(f"bench-raw-{uuid.uuid4().hex[:10]}"))
         connack = b""
         while len(connack) < 4:
             chunk = self.sock.recv(4 - len(connack))

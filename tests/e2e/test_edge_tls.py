@@ -16,7 +16,6 @@ import json
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gridclear.cloud.ingest._mqtt import MqttSubscriber, SubscriberOptions
+from gridclear.cloud.ingest.source import Delivery, MqttSource, MqttSourceOptions
 from gridclear.devtools.localservices import BrokerTls, MosquittoServer
 from gridclear.devtools.metersim import MetersimProcess
 from gridclear.shared.protocol import decode_payload
@@ -265,28 +264,27 @@ async def test_gateway_refused_by_the_broker_keeps_its_readings(
 
 def _ingest_client(
     broker: MosquittoServer, ca_file: Path, password: str, received: list[bytes]
-) -> tuple[MqttSubscriber, list[bool], list[str]]:
-    subscribed: list[bool] = []
+) -> tuple[MqttSource, list[str]]:
     dropped: list[str] = []
-    client = MqttSubscriber(
-        SubscriberOptions(
+    client = MqttSource(
+        MqttSourceOptions(
             host="127.0.0.1",
             port=broker.port,
-            client_id="ingest-tls-test",
+            client_id="gridclear-cloud:ingest-tls-test",
             filters=[readings_topic("gw-tls")],
             username="cloud",
             password=password,
             tls=ssl.create_default_context(cafile=ca_file),
-            reconnect_min_s=0.5,
         ),
-        on_message=lambda gen, mid, qos, topic, body: (
-            received.append(body),
-            client.ack(gen, [mid]),
-        ),
-        on_subscribe=subscribed.append,
         on_disconnect=dropped.append,
     )
-    return client, subscribed, dropped
+
+    def deliver(delivery: Delivery) -> None:
+        received.append(delivery.payload)
+        client.acknowledge([delivery])
+
+    client.start(deliver)
+    return client, dropped
 
 
 @pytest.mark.parametrize("password", ["cloud-secret", "not the password"])
@@ -299,9 +297,7 @@ async def test_the_ingest_client_subscribes_over_tls_with_its_password(
     # The ingest worker's own MQTT client, on the TLS listener with the cloud's account.
     broker, pki = tls_broker
     received: list[bytes] = []
-    client, subscribed, dropped = _ingest_client(broker, pki.ca_file, password, received)
-    network = threading.Thread(target=client.run, daemon=True)
-    network.start()
+    client, dropped = _ingest_client(broker, pki.ca_file, password, received)
     meters = metersim(meters=["1:sdm630:flat:2000"], speed=0, seed=1)
     config = _edge_config(tmp_path, meters, broker, ca_file=pki.ca_file, password=GATEWAY_PASSWORD)
     agent = _run_edge(config, tmp_path / "edge.log")
@@ -313,16 +309,15 @@ async def test_the_ingest_client_subscribes_over_tls_with_its_password(
     finally:
         agent.terminate()
         agent.wait(timeout=60)
-        client.stop()
-        network.join(10)
-    assert not network.is_alive()
+        subscribed = client.wait_ready(0)
+        client.close(end_session=True)
     if password == "cloud-secret":
-        assert subscribed == [True]
+        assert subscribed
         assert len(received) >= 3
         middle = received[0].split(b".")[1]
         body = base64.urlsafe_b64decode(middle + b"=" * (-len(middle) % 4))
         assert decode_payload(body, expected_device_id="gw-tls").readings[0].power_w == 2000
     else:
         assert received == []
-        assert subscribed == []
+        assert not subscribed
         assert dropped, "the refused connection is reported"

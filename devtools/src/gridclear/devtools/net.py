@@ -28,8 +28,10 @@ class CuttingProxy:
 
     Clients connect to :attr:`port`; every byte is relayed both ways, as it came.
     :meth:`cut` closes every open connection at once, as a network failure would,
-    and the proxy keeps accepting new ones. Use it as a context manager, or call
-    :meth:`close`.
+    and the proxy keeps accepting new ones; :meth:`inject` sends bytes to the
+    clients as if the target had sent them (a corrupt packet), and
+    :attr:`from_client` holds every byte the clients sent (to see what a client
+    acknowledged). Use it as a context manager, or call :meth:`close`.
     """
 
     def __init__(self, host: str, port: int) -> None:
@@ -37,6 +39,9 @@ class CuttingProxy:
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._server.getsockname()[1]
         self._open: list[socket.socket] = []
+        self._to_clients: list[socket.socket] = []
+        self.from_client = bytearray()
+        """Every byte the clients sent through the proxy."""
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -53,21 +58,32 @@ class CuttingProxy:
                 continue
             with self._lock:
                 self._open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                self._to_clients.append(client)
+            for a, b, recorded in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, recorded), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, recorded: bool) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                sink.sendall(data)
+                if recorded:
+                    self.from_client += data
+                # Under the lock, so that injected bytes never split a relayed packet.
+                with self._lock:
+                    sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_RDWR)
+
+    def inject(self, data: bytes) -> None:
+        """Send ``data`` to every client as if the target had sent it."""
+        with self._lock:
+            for sock in self._to_clients:
+                with contextlib.suppress(OSError):
+                    sock.sendall(data)
 
     def cut(self) -> None:
         """Drop every connection through the proxy, as a network failure would."""
         with self._lock:
-            sockets, self._open = self._open, []
+            sockets, self._open, self._to_clients = self._open, [], []
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

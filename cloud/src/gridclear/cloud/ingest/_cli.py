@@ -77,7 +77,7 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--topic-prefix", default="", help="text in front of every topic (tests, staging)"
     )
     ingest.add_argument("--batch-max", type=int, default=defaults.batch_max)
-    ingest.add_argument("--receive-maximum", type=int, default=defaults.receive_maximum)
+    _add_session_options(ingest, defaults)
     _add_bounds(ingest, defaults)
     ingest.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
@@ -159,6 +159,26 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     meter.add_argument("--serial", default=None)
     meter.add_argument("--model", default=None)
     meter.set_defaults(handler=_devices_meter)
+
+
+def _add_session_options(ingest: argparse.ArgumentParser, defaults: WorkerConfig) -> None:
+    """The broker session: how much it may hold, how a worker leaves its group
+    (docs/INGEST.md, section 3, Scaling down)."""
+    ingest.add_argument("--receive-maximum", type=int, default=defaults.receive_maximum)
+    ingest.add_argument(
+        "--leave-timeout-s",
+        type=float,
+        default=defaults.leave_timeout_s,
+        help="on SIGTERM or SIGINT, how long to go on committing what the broker had assigned"
+        " to this worker before disconnecting; a worker that could not finish keeps its"
+        " session (default: %(default)s)",
+    )
+    ingest.add_argument(
+        "--leave",
+        action="store_true",
+        help="do not take part: resume the session of --client-id (a worker that vanished),"
+        " store and acknowledge what the broker queued for it, end the session and exit",
+    )
 
 
 def _add_bounds(ingest: argparse.ArgumentParser, defaults: WorkerConfig) -> None:
@@ -244,6 +264,7 @@ def _ingest(args: argparse.Namespace) -> int:
         ),
         quarantine_cap=args.quarantine_cap,
         quarantine_window_s=args.quarantine_window_s,
+        leave_timeout_s=args.leave_timeout_s,
     )
     if args.migrate:
         migrate(database_url)
@@ -251,8 +272,15 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, registry=worker.metrics.registry)
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        # The first signal leaves the group gracefully, a second one stops at once.
+        if stop.is_set():
+            worker.abandon()
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     logging.getLogger(__name__).info(
         "ingest worker %s in group %s: %s", config.client_id, config.group, worker.readings_filter
     )
@@ -260,7 +288,7 @@ def _ingest(args: argparse.Namespace) -> int:
         threading.Thread(
             target=_collect_on_a_timer, args=(stop, args.gc_interval_s), name="gc", daemon=True
         ).start()
-    worker.run(stop)
+    worker.run(stop, leave_at_once=args.leave)
     return 0
 
 

@@ -64,6 +64,12 @@ class IngestMetrics:
         self.broker_connected = Gauge(
             "gridclear_ingest_broker_connected", "1 while connected to the broker", registry=r
         )
+        self.group_members_absent = Gauge(
+            "gridclear_ingest_group_members_absent",
+            "Members of this worker's group away without having left: the broker queues"
+            " their share of the readings until they return or are handed back",
+            registry=r,
+        )
         self.interval_slots = Counter(
             "gridclear_ingest_interval_slots",
             "Interval energy slots (re)computed",

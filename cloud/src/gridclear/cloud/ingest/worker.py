@@ -1,15 +1,14 @@
 """The ingest worker: MQTT shared subscription in, verified rows out, acknowledged after commit.
 
-A message may be acknowledged to the broker only once its rows are committed;
-aiomqtt 2.5 acknowledges when its iterator hands a message out, so the worker uses
-its own small MQTT 5 client (:mod:`gridclear.cloud.ingest._mqtt`; paho-mqtt's
-``manual_ack`` does the same, at a CPU cost per message that limited the worker).
-With manual acknowledgement and a persistent session (MQTT 5, ``clean_start=False``,
-a session expiry), a worker killed at any moment loses nothing: the broker redelivers
+A message may be acknowledged to the broker only once its rows are committed. The
+worker receives through an :class:`~gridclear.cloud.ingest.source.IngestSource`, in
+production :class:`~gridclear.cloud.ingest.source.MqttSource` (paho-mqtt with
+``manual_ack``): a persistent MQTT 5 session (``clean_start=False``, a session
+expiry), so a worker killed at any moment loses nothing: the broker redelivers
 whatever was not acknowledged when the same client id reconnects, and the writer
 skips what it had already committed.
 
-Threads: the MQTT network loop receives into a queue (it never waits on the
+Threads: the source's network loop receives into a queue (it never waits on the
 database, so keep-alives continue during an outage); the worker's own thread
 takes batches from the queue and verifies them; a writer thread writes, commits,
 then acknowledges them. The two are joined by a queue of one batch, so batch N+1
@@ -17,12 +16,23 @@ is verified while batch N is in the database (Ed25519 and the database round
 trips release the GIL), and batches are written and acknowledged strictly in the
 order they were received, each only after its commit.
 
-Backpressure comes for free from the protocol: the broker sends at most
+Backpressure comes from the protocol: the broker sends at most
 ``receive_maximum`` unacknowledged messages to a client (MQTT 5 Receive Maximum),
 so while the database is slow or down the worker holds at most that many, keeps
 retrying its batch, and the broker queues the rest (its policy lets the queue
 grow, deploy/mosquitto/conf.d); when the database answers again the batch commits,
 the acknowledgements go out and the flow resumes.
+
+Stopping (:meth:`IngestWorker.run` after ``stop``) hands the worker's share back to
+the group when another member is connected (the group's presence says so; the last
+one keeps its session, so a restart loses nothing): it unsubscribes from the shared
+subscription (the broker assigns it nothing new), goes on committing and
+acknowledging what the broker had already assigned to it until nothing more comes
+for ``leave_quiet_s``, then disconnects ending its session, so the broker keeps
+nothing for an id that may never return.
+If that cannot finish within ``leave_timeout_s`` (the database is down) or
+:meth:`IngestWorker.abandon` is called, it disconnects keeping its session, and what
+it holds waits for the same client id (docs/INGEST.md, "Scaling down").
 
 Subscriptions (``<prefix>`` is empty in production):
 
@@ -30,7 +40,10 @@ Subscriptions (``<prefix>`` is empty in production):
   group divide the readings between them;
 - ``<prefix>gridclear/v1/devices/+/status``: every worker sees every status
   (retained messages are not sent to shared subscriptions); applying one twice is
-  harmless.
+  harmless;
+- ``<prefix>gridclear/v1/cloud/ingest/<group>/members/+``: the group's presence, so
+  that a member away with a persistent session (its share of the readings queued at
+  the broker) is reported (``gridclear_ingest_group_members_absent`` and a warning).
 """
 
 from __future__ import annotations
@@ -51,10 +64,16 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 
-from gridclear.cloud.ingest._mqtt import MqttSubscriber, SubscriberOptions
 from gridclear.cloud.ingest.keys import KeyCache
 from gridclear.cloud.ingest.metrics import IngestMetrics
 from gridclear.cloud.ingest.plausibility import TimeWindow
+from gridclear.cloud.ingest.source import (
+    Delivery,
+    IngestSource,
+    MqttSource,
+    MqttSourceOptions,
+    presence_root,
+)
 from gridclear.cloud.ingest.verify import IngestReason, KeyRecord, classify
 from gridclear.cloud.ingest.writer import BatchWriter, Item, QuarantineCap, WriteResult
 from gridclear.cloud.intervals.compute import DEFAULT_MAX_GAP_MS, DEFAULT_MAX_SPAN_MS
@@ -122,6 +141,13 @@ class WorkerConfig:
     session_expiry_s: int = 7 * 24 * 3600
     """How long the broker keeps the session (and queues for it) while the worker is away."""
     keepalive_s: int = 30
+    """Asked of the broker; a Server Keep Alive in its CONNACK replaces it."""
+    leave_quiet_s: float = 0.5
+    """On stop, how long nothing more must come before the worker's share counts as handed back."""
+    presence_wait_s: float = 0.3
+    """On stop, how long the group's retained presence messages may take after their SUBACK."""
+    leave_timeout_s: float = 30.0
+    """On stop, how long the worker tries to hand its share back before it keeps its session."""
     retry_max_s: float = 5.0
     """Longest pause between attempts to write while the database is unreachable."""
     interval_refresh_s: float = 2.0
@@ -139,14 +165,18 @@ class WorkerConfig:
     quarantine_window_s: float = QuarantineCap.window_ms / 1000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Incoming:
-    generation: int
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
+    delivery: Delivery
     received_ms: int
+
+    @property
+    def topic(self) -> str:
+        return self.delivery.topic
+
+    @property
+    def payload(self) -> bytes:
+        return self.delivery.payload
 
 
 @dataclass(frozen=True)
@@ -187,11 +217,11 @@ def _now_ms() -> int:
 
 
 class IngestWorker:
-    """One ingest worker. :meth:`run` blocks until ``stop`` is set.
+    """One ingest worker. :meth:`run` blocks until ``stop`` is set and the worker has left.
 
-    On stop it finishes (commits and acknowledges) the batch in hand, then
-    disconnects; what it received but did not acknowledge is redelivered to it
-    when it reconnects.
+    On stop it leaves the group and hands its share back (module docstring), or, when
+    that cannot finish, disconnects keeping its session: what it received but did not
+    acknowledge is then redelivered to it when it reconnects.
     """
 
     def __init__(
@@ -200,7 +230,10 @@ class IngestWorker:
         *,
         metrics: IngestMetrics | None = None,
         on_batch: Callable[[WriteResult], None] | None = None,
+        source: IngestSource | None = None,
     ) -> None:
+        """``source``: where messages come from (default: an :class:`MqttSource` built from
+        ``config``)."""
         self.config = config
         self.metrics = metrics or IngestMetrics()
         self._on_batch = on_batch
@@ -208,7 +241,6 @@ class IngestWorker:
         # signal (our SIGTERM) interrupts it just as the timeout runs out, and the
         # worker then never stops. queue.Queue recomputes what is left of the timeout.
         self._queue: queue.Queue[_Incoming] = queue.Queue()
-        self._connected = threading.Event()
         self._keys = KeyCache(metrics=self.metrics)
         """Read by the verifying thread."""
         self._write_keys = KeyCache(metrics=self.metrics)
@@ -224,7 +256,14 @@ class IngestWorker:
         )
         self._pipe: queue.Queue[_Verified | object] = queue.Queue(maxsize=1)
         self._writer_failure: BaseException | None = None
-        self._client = self._make_client()
+        self._abandon = threading.Event()
+        """Set when stopping may no longer wait to hand the worker's share back."""
+        self._held = 0
+        """Messages delivered and not yet acknowledged (or dropped as from an old connection)."""
+        self._held_lock = threading.Lock()
+        self._last_delivery = time.monotonic()
+        self._absent: frozenset[str] = frozenset()
+        self._source: IngestSource = source if source is not None else self._make_source()
 
     # ------------------------------------------------------------ MQTT side
 
@@ -236,15 +275,21 @@ class IngestWorker:
     def status_filter(self) -> str:
         return f"{self.config.topic_prefix}{PREFIX}/+/status"
 
-    def _make_client(self) -> MqttSubscriber:
+    @property
+    def presence_filter(self) -> str:
+        return f"{presence_root(self.config.topic_prefix, self.config.group)}/+"
+
+    def _make_source(self) -> MqttSource:
         url = urlsplit(self.config.mqtt_url)
         if url.scheme not in ("mqtt", "mqtts"):
             raise ValueError(f"the MQTT URL must be mqtt:// or mqtts://, not {url.scheme!r}")
-        options = SubscriberOptions(
+        options = MqttSourceOptions(
             host=url.hostname or "localhost",
             port=url.port or (8883 if url.scheme == "mqtts" else 1883),
             client_id=self.config.client_id,
             filters=(self.readings_filter, self.status_filter),
+            leave_filters=(self.readings_filter,),
+            presence_root=presence_root(self.config.topic_prefix, self.config.group),
             username=unquote(url.username) if url.username else None,
             password=unquote(url.password) if url.password else None,
             tls=ssl.create_default_context() if url.scheme == "mqtts" else None,
@@ -252,12 +297,11 @@ class IngestWorker:
             session_expiry_s=self.config.session_expiry_s,
             receive_maximum=self.config.receive_maximum,
         )
-        return MqttSubscriber(
+        return MqttSource(
             options,
-            on_message=self._on_message,
             on_connect=self._on_connect,
-            on_subscribe=self._on_subscribe,
             on_disconnect=self._on_disconnect,
+            on_absent=self._on_absent,
         )
 
     def _on_connect(self, session_present: bool) -> None:
@@ -268,18 +312,30 @@ class IngestWorker:
         )
         self.metrics.broker_connected.set(1)
 
-    def _on_subscribe(self, ok: bool) -> None:
-        if ok:
-            log.info("ingest: subscribed to %s and %s", self.readings_filter, self.status_filter)
-            self._connected.set()
-
     def _on_disconnect(self, reason: str) -> None:
-        self._connected.clear()
         self.metrics.broker_connected.set(0)
         log.warning("ingest: disconnected from the broker: %s", reason)
 
-    def _on_message(self, generation: int, mid: int, qos: int, topic: str, payload: bytes) -> None:
-        self._queue.put(_Incoming(generation, mid, qos, topic, payload, _now_ms()))
+    def _on_absent(self, absent: frozenset[str]) -> None:
+        self.metrics.group_members_absent.set(len(absent))
+        for client_id in sorted(absent - self._absent):
+            log.warning(
+                "ingest: group member %s is away without having left: the broker queues its "
+                "share of the readings for it until it returns. Start it again with the same "
+                "client id, or hand its share back: gridclear-cloud ingest --leave "
+                "--client-id %s (docs/INGEST.md, Scaling down)",
+                client_id,
+                client_id,
+            )
+        for client_id in sorted(self._absent - absent):
+            log.info("ingest: group member %s is back or has left", client_id)
+        self._absent = absent
+
+    def _on_message(self, delivery: Delivery) -> None:
+        with self._held_lock:
+            self._held += 1
+        self._last_delivery = time.monotonic()
+        self._queue.put(_Incoming(delivery, _now_ms()))
         self.metrics.backlog.inc()
 
     # ------------------------------------------------------------ database side
@@ -378,12 +434,11 @@ class IngestWorker:
             return result
 
     def _acknowledge(self, batch: list[_Incoming]) -> None:
-        # A message from an earlier connection cannot be acknowledged on this one;
-        # the broker redelivers it, and the writer finds it stored.
-        generation = self._client.generation
-        self._client.ack(
-            generation, [m.mid for m in batch if m.qos > 0 and m.generation == generation]
-        )
+        # A message from an earlier connection is not acknowledged on this one (the
+        # source drops it); the broker redelivers it, and the writer finds it stored.
+        self._source.acknowledge([m.delivery for m in batch])
+        with self._held_lock:
+            self._held -= len(batch)
         self.metrics.backlog.dec(len(batch))
 
     def _count(self, result: WriteResult, batch: list[_Incoming]) -> None:
@@ -445,10 +500,10 @@ class IngestWorker:
 
     # ------------------------------------------------------------ main loop
 
-    def _write_loop(self, stop: threading.Event) -> None:
+    def _write_loop(self) -> None:
         """The writer thread: store, commit and acknowledge verified batches in order.
 
-        Returns on the end marker, or when ``stop`` is set while the database is
+        Returns on the end marker, or when stopping is abandoned while the database is
         unreachable (what is left is not acknowledged, so the broker redelivers it).
         """
         next_refresh = time.monotonic() + self.config.interval_refresh_s
@@ -460,7 +515,7 @@ class IngestWorker:
             if verified is _END:
                 return
             if isinstance(verified, _Verified):
-                result = self._store(verified, stop)
+                result = self._store(verified, self._abandon)
                 if result is None:
                     return
                 self._acknowledge(verified.batch)
@@ -472,9 +527,9 @@ class IngestWorker:
                 self._refresh_intervals()
                 next_refresh = time.monotonic() + self.config.interval_refresh_s
 
-    def _run_writer(self, stop: threading.Event) -> None:
+    def _run_writer(self) -> None:
         try:
-            self._write_loop(stop)
+            self._write_loop()
         except BaseException as error:
             # Handed to run(), which raises it in the caller's thread once this one ended.
             self._writer_failure = error
@@ -492,35 +547,126 @@ class IngestWorker:
             return True
         return False
 
-    def run(self, stop: threading.Event) -> None:
-        """Connect, then take, verify, store and acknowledge batches until ``stop`` is set.
+    def _take(self, writer: threading.Thread, timeout_s: float) -> bool:
+        """Verify the next batch and hand it to the writer; False when the worker must end."""
+        batch = self._next_batch(timeout_s=timeout_s)
+        if not batch:
+            return True
+        verified = self._verify(batch, self._abandon)
+        return verified is not None and self._hand_over(verified, writer)
+
+    def _drained(self) -> bool:
+        """Whether everything delivered is acknowledged and nothing came for a while."""
+        with self._held_lock:
+            held = self._held
+        quiet = time.monotonic() - self._last_delivery
+        return held == 0 and quiet >= self.config.leave_quiet_s
+
+    def _leave(self, writer: threading.Thread) -> bool:
+        """Hand the worker's share back; True when nothing is left in its session."""
+        deadline = time.monotonic() + self.config.leave_timeout_s
+        if not self._others_present(deadline):
+            log.warning(
+                "ingest: no other member of group %s is connected: keeping this worker's "
+                "session, so that the broker keeps what is published until one returns",
+                self.config.group,
+            )
+            return False
+        log.info("ingest: leaving group %s, handing back what it holds", self.config.group)
+        if not self._source.leave(timeout_s=max(0.0, deadline - time.monotonic())):
+            log.warning("ingest: could not unsubscribe before stopping")
+            return False
+        # The broker now assigns nothing new; what it had assigned keeps coming, one for
+        # each acknowledgement, until this session holds nothing.
+        self._last_delivery = max(self._last_delivery, time.monotonic())
+        while writer.is_alive() and not self._abandon.is_set():
+            if time.monotonic() > deadline:
+                self._abandon.set()
+                break
+            if not self._take(writer, timeout_s=0.05):
+                break
+            if self._queue.empty() and self._drained():
+                return True
+        return False
+
+    def _watch(self, stop: threading.Event, done: threading.Event, at_once: bool) -> None:
+        """Abandon leaving ``leave_timeout_s`` after the stop, wherever the worker waits
+        (a batch retried through a database outage included)."""
+        while not at_once and not stop.wait(0.5):
+            if done.is_set():
+                return
+        if not done.wait(self.config.leave_timeout_s):
+            self._abandon.set()
+
+    def _others_present(self, deadline: float) -> bool:
+        """Whether another member of the group is connected to take the stream over.
+
+        With none, leaving would end the only session the readings are queued for, and
+        what is published until a worker starts again would reach no one (a restart of
+        a single worker). The group's presence comes with the subscriptions; waits a
+        little for it after a (re)connect.
+        """
+        if not isinstance(self._source, MqttSource):
+            return True
+        source = self._source
+        if not source.wait_presence(max(0.0, deadline - time.monotonic())):
+            return False
+        settle = min(deadline, time.monotonic() + self.config.presence_wait_s)
+        while not source.members_present() and time.monotonic() < settle:
+            self._abandon.wait(0.05)
+        return bool(source.members_present())
+
+    def abandon(self) -> None:
+        """Stop without waiting any longer to hand the worker's share back (a second
+        SIGTERM): the session is kept for the worker's return."""
+        self._abandon.set()
+
+    def run(self, stop: threading.Event, *, leave_at_once: bool = False) -> None:
+        """Connect, then take, verify, store and acknowledge batches until ``stop`` is set;
+        then leave (module docstring). ``leave_at_once``: only leave, resuming the session
+        of ``client_id`` (an operator handing back a vanished worker's share).
 
         Raises what the writer thread raised, if it failed.
         """
-        network = threading.Thread(target=self._client.run, name="ingest-mqtt", daemon=True)
-        network.start()
-        writer = threading.Thread(
-            target=self._run_writer, args=(stop,), name="ingest-writer", daemon=True
-        )
+        self._source.start(self._on_message)
+        writer = threading.Thread(target=self._run_writer, name="ingest-writer", daemon=True)
         writer.start()
+        done = threading.Event()
+        watchdog = threading.Thread(
+            target=self._watch, args=(stop, done, leave_at_once), name="ingest-stop", daemon=True
+        )
+        watchdog.start()
+        left = False
         try:
-            while not stop.is_set() and writer.is_alive():
-                batch = self._next_batch(timeout_s=0.2)
-                if not batch:
-                    continue
-                verified = self._verify(batch, stop)
-                if verified is None or not self._hand_over(verified, writer):
+            while not stop.is_set() and not leave_at_once and writer.is_alive():
+                if not self._take(writer, timeout_s=0.2):
                     break
+            else:
+                if writer.is_alive():
+                    left = self._leave(writer)
             # The writer commits and acknowledges what it was handed, then ends.
             self._hand_over(_END, writer)
             writer.join()
         finally:
-            self._client.stop()
-            network.join()
+            with self._held_lock:
+                held = self._held
+            end_session = left and held == 0
+            if not end_session:
+                log.warning(
+                    "ingest: stopped keeping its session: what it holds (%d messages received "
+                    "and not acknowledged, and whatever the broker queued for it) waits for "
+                    "client id %s to return",
+                    held,
+                    self.config.client_id,
+                )
+            else:
+                log.info("ingest: left the group; the broker keeps nothing for this worker")
+            self._source.close(end_session=end_session)
             self._verify_db.close()
+            done.set()
         if self._writer_failure is not None:
             raise self._writer_failure
 
     def wait_connected(self, timeout_s: float) -> bool:
         """True once connected and the broker has confirmed the subscriptions."""
-        return self._connected.wait(timeout_s)
+        return self._source.wait_ready(timeout_s)

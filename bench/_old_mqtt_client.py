@@ -1,4 +1,14 @@
-"""A minimal MQTT 5 subscriber for the ingest worker: persistent session, manual PUBACK.
+"""The COMPARISON BASELINE of ``script/bench ingest``: not part of the product.
+
+Until the ingest worker received through paho-mqtt (gridclear.cloud.ingest.source),
+it used this home-made MQTT 5 subscriber. It stays here, under bench/ only, so that
+the benchmark can measure the library's cost against it in the same run
+(:class:`OldClientSource` adapts it to the worker's ``IngestSource``). It hand-slices
+packets and ignores the CONNACK's properties: do not use it anywhere else.
+
+Original notes follow.
+
+A minimal MQTT 5 subscriber: persistent session, manual PUBACK.
 
 Why not paho-mqtt: the worker needs only a small part of MQTT (connect with a
 persistent session, subscribe at QoS 1, receive, acknowledge after commit, keep
@@ -42,7 +52,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["MqttProtocolError", "MqttSubscriber", "SubscriberOptions"]
+from gridclear.cloud.ingest.source import Delivery
+
+__all__ = ["MqttProtocolError", "MqttSubscriber", "OldClientSource", "SubscriberOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -418,3 +430,47 @@ class MqttSubscriber:
             raise ConnectionResetError(f"the broker disconnected (reason {code:#04x})")
         # Anything else (PINGRESP, an AUTH, a PUBREL we never caused) needs nothing.
         return True
+
+
+class OldClientSource:
+    """:class:`~gridclear.cloud.ingest.source.IngestSource` over :class:`MqttSubscriber`,
+    for the benchmark's comparison only (it cannot leave a group: it never unsubscribes)."""
+
+    def __init__(self, options: SubscriberOptions) -> None:
+        self._ready = threading.Event()
+        self._options = options
+        self._client: MqttSubscriber | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, deliver: Callable[[Delivery], None]) -> None:
+        def on_message(generation: int, mid: int, qos: int, topic: str, payload: bytes) -> None:
+            deliver(Delivery(topic, payload, generation, mid, qos))
+
+        def on_subscribe(ok: bool) -> None:
+            if ok:
+                log.info("mqtt: subscribed to %s", ", ".join(self._options.filters))
+                self._ready.set()
+
+        self._client = MqttSubscriber(
+            self._options, on_message=on_message, on_subscribe=on_subscribe
+        )
+        self._thread = threading.Thread(target=self._client.run, daemon=True)
+        self._thread.start()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self._ready.wait(timeout_s)
+
+    def acknowledge(self, deliveries: Sequence[Delivery]) -> int:
+        assert self._client is not None
+        generation = self._client.generation
+        mids = [d.mid for d in deliveries if d.qos == 1 and d.connection == generation]
+        self._client.ack(generation, mids)
+        return len(mids)
+
+    def leave(self, timeout_s: float) -> bool:
+        return False
+
+    def close(self, *, end_session: bool) -> None:
+        if self._client is not None and self._thread is not None:
+            self._client.stop()
+            self._thread.join(10)
