@@ -145,7 +145,6 @@ API_CODES: dict[str, ErrorCode] = {
     "stale_version": ErrorCode.CONFLICT,
     "meter_not_allowed": ErrorCode.FORBIDDEN,
     "idempotency_key_reused": ErrorCode.IDEMPOTENCY_KEY_REUSED,
-    "bad_market_config": ErrorCode.VALIDATION_ERROR,
     # devices.registry
     "device_error": ErrorCode.VALIDATION_ERROR,
     "not_found": ErrorCode.NOT_FOUND,
