@@ -17,6 +17,11 @@ itself fails every item of that batch. A caller that is cancelled stops
 waiting; its item may still have been processed, exactly as if it had gone
 out alone just before the cancellation.
 
+A coalescer lives as long as what owns it (an API process builds its own in the
+lifespan): :meth:`Coalescer.aclose` answers everything queued, waits for the
+batches in flight, and refuses later calls (``RuntimeError``), so none runs
+against a pool that is being closed.
+
 Written here rather than taken from a library: the DataLoader ports
 (``aiodataloader``) batch keyed *loads* with a per-key cache, which suits
 neither writes nor checks that must run every time.
@@ -51,11 +56,14 @@ class Coalescer(Generic[T, R]):
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._scheduled = False
+        self._closed = False
         self.batches = 0
         """Batches run so far (for metrics and tests)."""
 
     async def submit(self, item: T) -> R:
-        """The outcome of ``item``, run in the next batch."""
+        """The outcome of ``item``, run in the next batch; RuntimeError once closed."""
+        if self._closed:
+            raise RuntimeError("the coalescer is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._pending.append((item, future))
@@ -106,8 +114,19 @@ class Coalescer(Generic[T, R]):
             else:
                 future.set_result(outcome)
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` has begun: no new call is taken."""
+        return self._closed
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is queued and no batch is in flight."""
+        return not (self._in_flight or self._pending)
+
     async def aclose(self) -> None:
-        """Wait for the batches in flight (and any still queued) to finish."""
+        """Refuse new calls, then wait for the batches in flight (and any queued) to finish."""
+        self._closed = True
         while self._in_flight or self._pending:
             if self._in_flight:
                 await asyncio.gather(*self._in_flight, return_exceptions=True)

@@ -30,6 +30,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gridclear.cloud import env as names
+from gridclear.cloud.errors import GridclearCloudError
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
@@ -66,8 +67,10 @@ MIN_METRICS_TOKEN_CHARS = 32
 """Production refuses a shorter metrics bearer token."""
 
 
-class SettingsError(ValueError):
+class SettingsError(GridclearCloudError, ValueError):
     """The configuration is unusable; the message names the variable and the fix."""
+
+    code = "bad_settings"
 
 
 def generate_signing_key_pem() -> str:

@@ -61,6 +61,8 @@ from pydantic import (
     model_validator,
 )
 
+from gridclear.edge.errors import GridclearEdgeError
+
 __all__ = [
     "DEFAULT_RTU_GAP_S",
     "BusKey",
@@ -84,12 +86,14 @@ per second.
 """
 
 
-class ConfigError(Exception):
+class ConfigError(GridclearEdgeError):
     """The configuration cannot be used. ``str(error)`` is the one message to show.
 
     ``key`` is the dotted path of the offending key (``meters[1].unit``), or
     ``None`` when the file as a whole is the problem (missing, not TOML).
     """
+
+    code = "bad_config"
 
     def __init__(self, message: str, *, key: str | None = None, path: Path | None = None) -> None:
         self.key = key
@@ -454,8 +458,13 @@ def _bus_text(bus: BusKey) -> str:
     return where if kind == "rtu" else f"{where}:{port}"
 
 
-class _KeyError(ValueError):
-    """A model-level check that knows which key (relative to the model) is wrong."""
+class _KeyError(GridclearEdgeError, ValueError):
+    """A model-level check that knows which key (relative to the model) is wrong.
+
+    Also a ``ValueError``: pydantic reports it as the model's validation error.
+    """
+
+    code = "bad_config_key"
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(message)

@@ -27,13 +27,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gridclear.edge.errors import GridclearEdgeError
+
 __all__ = ["ENROL_PATH", "EnrolError", "EnrolResult", "add_enrol_command", "enrol", "enrol_url"]
 
 ENROL_PATH = "/api/devices/enroll"
 
 
-class EnrolError(Exception):
+class EnrolError(GridclearEdgeError):
     """Enrolment failed; ``str(error)`` is the one message to show the installer."""
+
+    code = "enrol_failed"
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from gridclear.edge._thinning import THINNING_STEPS_MS, keep_nearest_boundaries
+from gridclear.edge.errors import GridclearEdgeError
 from gridclear.edge.signing import Signer
 from gridclear.shared.jws import b64url_decode
 from gridclear.shared.protocol import (
@@ -82,8 +83,10 @@ _THINNED_CHUNK = 500
 """Readings per rewritten message: well under MAX_READINGS_PER_MESSAGE and 256 KiB."""
 
 
-class OutboxError(RuntimeError):
+class OutboxError(GridclearEdgeError, RuntimeError):
     """The outbox file cannot be used (another device's, a newer schema, unreadable)."""
+
+    code = "outbox_unusable"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""Every way a protocol message or a key file can be refused, as one exception tree.
+"""Every exception gridclear-shared raises on purpose, as one tree.
 
-    ProtocolError                 a message is refused; ``reason`` is a stable code
+    GridclearSharedError          the root; ``code`` is a stable code
+    ProtocolError                 a message is refused; ``code`` says why
     ├── MalformedMessageError     not a JWS compact serialization, bad base64url or JSON
     ├── MessageTooLargeError      over :data:`~gridclear.shared.protocol.MAX_MESSAGE_BYTES`
     ├── UnsupportedAlgorithmError ``alg`` is not Ed25519 (or the deprecated EdDSA)
@@ -9,10 +10,12 @@
     ├── UnknownVersionError       the payload's ``v`` is not one this code knows
     ├── InvalidPayloadError       the payload does not match the schema of its version
     └── DeviceMismatchError       the payload's ``device_id`` is not the expected one
-    KeyFileError                  a device key file is missing, unsafe or unreadable
+    KeyFileError                  a device key file is missing, unsafe or unreadable (an OSError)
 
-``reason`` (a :class:`Reason`) feeds metrics, logs and quarantine records; its values
-never change meaning once released.
+``code`` feeds metrics, logs and quarantine records; its values never change meaning
+once released. For a refused message it is a :class:`Reason`. ``reason`` is the
+same value under its older name, kept because the ingest quarantine records and
+their metrics are labelled by it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 __all__ = [
     "BadSignatureError",
     "DeviceMismatchError",
+    "GridclearSharedError",
     "InvalidPayloadError",
     "KeyFileError",
     "MalformedMessageError",
@@ -48,50 +52,66 @@ class Reason(StrEnum):
     DEVICE_MISMATCH = "device_mismatch"
 
 
-class ProtocolError(ValueError):
-    """A message was refused. ``reason`` says why in a stable code, ``detail`` in words."""
+class GridclearSharedError(Exception):
+    """Base of every error gridclear-shared raises on purpose; ``code`` is stable."""
 
-    reason: Reason = Reason.MALFORMED
+    code: str = "shared_error"
+
+
+class ProtocolError(GridclearSharedError, ValueError):
+    """A message was refused. ``code`` says why in a stable code, ``detail`` in words.
+
+    Also a ``ValueError``: a message that cannot be read is a bad value.
+    """
+
+    code: Reason = Reason.MALFORMED
 
     def __init__(self, detail: str) -> None:
         self.detail = detail
-        super().__init__(f"{self.reason.value}: {detail}")
+        super().__init__(f"{self.code.value}: {detail}")
+
+    @property
+    def reason(self) -> Reason:
+        """``code`` under its older name (quarantine records and metrics use it)."""
+        return self.code
 
 
 class MalformedMessageError(ProtocolError):
-    reason = Reason.MALFORMED
+    code = Reason.MALFORMED
 
 
 class MessageTooLargeError(ProtocolError):
-    reason = Reason.TOO_LARGE
+    code = Reason.TOO_LARGE
 
 
 class UnsupportedAlgorithmError(ProtocolError):
-    reason = Reason.BAD_ALGORITHM
+    code = Reason.BAD_ALGORITHM
 
 
 class UnknownKeyError(ProtocolError):
-    reason = Reason.UNKNOWN_KEY
+    code = Reason.UNKNOWN_KEY
 
 
 class BadSignatureError(ProtocolError):
-    reason = Reason.BAD_SIGNATURE
+    code = Reason.BAD_SIGNATURE
 
 
 class UnknownVersionError(ProtocolError):
-    reason = Reason.UNKNOWN_VERSION
+    code = Reason.UNKNOWN_VERSION
 
 
 class InvalidPayloadError(ProtocolError):
-    reason = Reason.INVALID_PAYLOAD
+    code = Reason.INVALID_PAYLOAD
 
 
 class DeviceMismatchError(ProtocolError):
-    reason = Reason.DEVICE_MISMATCH
+    code = Reason.DEVICE_MISMATCH
 
 
-class KeyFileError(OSError):
+class KeyFileError(GridclearSharedError, OSError):
     """A device key file cannot be used; the message names the file and the problem."""
+
+    code = "key_file"
 
     def __init__(self, path: Path, problem: str) -> None:
         self.path = path

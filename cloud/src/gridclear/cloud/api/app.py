@@ -1,9 +1,11 @@
 """The app factory: ``create_app(settings)`` builds the whole API.
 
 Start-up (the lifespan) opens the PostgreSQL pool and the Redis connection
-pool, fails fast when either is unreachable, and builds the stores and the
-limiter on them; shutdown closes them. Everything a request needs hangs off
-``app.state.services`` (see :mod:`gridclear.cloud.api.services`).
+pool, fails fast when either is unreachable, and builds the stores, the limiter,
+the user loader and the order placer on them; shutdown closes each, in the
+reverse order (the batching ones answer what is queued first). Everything a
+request needs hangs off ``app.state.services`` (see
+:mod:`gridclear.cloud.api.services`); nothing is made on first use.
 
 Socket.IO is served by the same app at ``/socket.io`` (docs/REALTIME.md): the
 lifespan subscribes it to the deployment's Redis channel before the app serves,
@@ -16,8 +18,9 @@ set, and is absent in production without one; the OpenAPI document and its pages
 production only with ``GRIDCLEAR_API_DOCS=true``. ``app.openapi()`` builds the
 document either way (405 answers name allowed methods from it).
 
-Every answer wears the envelope, errors included: ``ApiError``, FastAPI's
-validation errors, Starlette's 404 and 405, oversized bodies and, through
+Every answer wears the envelope, errors included: ``ApiError``, the service's
+own refusals (:class:`~gridclear.cloud.errors.GridclearCloudError`, by their
+``code``), FastAPI's validation errors, Starlette's 404 and 405, oversized bodies and, through
 :class:`~gridclear.cloud.api.middleware.RequestContext`, unhandled exceptions
 (a generic message; the traceback goes to the log with the request id).
 """
@@ -34,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -50,7 +54,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from gridclear.cloud import __version__
 from gridclear.cloud.api.deps import API_GROUP, rate_limit
 from gridclear.cloud.api.envelope import failure_body
-from gridclear.cloud.api.errors import ApiError, ErrorCode
+from gridclear.cloud.api.errors import ApiError, ErrorCode, refusal
 from gridclear.cloud.api.logs import configure_logging
 from gridclear.cloud.api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from gridclear.cloud.api.middleware import BodyLimit, NoNul, RequestContext
@@ -68,11 +72,14 @@ from gridclear.cloud.api.routes import (
 from gridclear.cloud.api.routes import devices as device_routes
 from gridclear.cloud.api.routes import meters as meter_routes
 from gridclear.cloud.api.services import Clock, Services
+from gridclear.cloud.errors import GridclearCloudError
 from gridclear.cloud.identity.accounts import UserLoader
 from gridclear.cloud.identity.nonces import NonceStore
 from gridclear.cloud.identity.passwords import Passwords
 from gridclear.cloud.identity.sessions import SessionRevocations
 from gridclear.cloud.identity.tokens import AccessTokens
+from gridclear.cloud.market.metrics import MarketMetrics
+from gridclear.cloud.market.placement import ConfigCache, OrderPlacer
 from gridclear.cloud.realtime.metrics import RealtimeMetrics
 from gridclear.cloud.settings import Settings, SettingsError
 from gridclear.cloud.storage.migrations import discover_migrations
@@ -98,6 +105,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     signing_key = settings.signing_key()
     now = clock or _utc_now
     metrics = ApiMetrics()
+    market_metrics = MarketMetrics(metrics.registry)
     # Imported here: the real-time server uses the API's dependencies, and
     # gridclear.cloud.realtime must stay importable on its own (the scheduler).
     from gridclear.cloud.realtime.server import RealtimeServer
@@ -111,49 +119,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        assert settings.database_url is not None
-        assert settings.redis_url is not None
         async with AsyncExitStack() as stack:
-            pool = await stack.enter_async_context(
-                open_pool(
-                    settings.database_url,
-                    min_size=settings.db_pool_min,
-                    max_size=settings.db_pool_max,
-                )
-            )
-            await _check_schema(pool)
-            redis_pool = ConnectionPool.from_url(settings.redis_url)
-            stack.push_async_callback(redis_pool.aclose)
-            redis = Redis(connection_pool=redis_pool)
-            await redis.ping()
-            prefix = settings.redis_key_prefix
-            access_ttl = timedelta(seconds=settings.access_token_ttl_s)
-            app.state.services = Services(
-                settings=settings,
+            app.state.services = await _open_services(
+                stack,
+                settings,
+                signing_key=signing_key,
                 clock=now,
-                pool=pool,
-                redis=redis,
-                tokens=AccessTokens(
-                    private_key=signing_key,
-                    issuer=settings.jwt_issuer,
-                    audience=settings.jwt_audience,
-                    ttl=access_ttl,
-                    clock=now,
-                ),
-                nonces=NonceStore(redis=redis, prefix=prefix, ttl_s=settings.nonce_ttl_s),
-                revocations=SessionRevocations(redis=redis, prefix=prefix, access_ttl=access_ttl),
-                passwords=Passwords(
-                    time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
-                ),
-                limiter=RateLimiter(
-                    redis=redis,
-                    prefix=prefix,
-                    limits=settings.rate_limits,
-                    enabled=settings.rate_limits_enabled,
-                ),
-                users=UserLoader(pool),
                 metrics=metrics,
+                market_metrics=market_metrics,
             )
+            app.state.order_placer = app.state.services.orders  # its older name
             # Real time: ready only once subscribed to the deployment's Redis channel.
             await realtime.start(sweep_every_s=_REALTIME_SWEEP_S)
             stack.push_async_callback(realtime.stop)
@@ -203,6 +178,71 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     _install_middleware(app, settings, metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+async def _open_services(
+    stack: AsyncExitStack,
+    settings: Settings,
+    *,
+    signing_key: Ed25519PrivateKey,
+    clock: Clock,
+    metrics: ApiMetrics,
+    market_metrics: MarketMetrics,
+) -> Services:
+    """Open the pools and build what requests use on them; ``stack`` closes each in reverse."""
+    assert settings.database_url is not None
+    assert settings.redis_url is not None
+    now = clock
+    pool = await stack.enter_async_context(
+        open_pool(
+            settings.database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+        )
+    )
+    await _check_schema(pool)
+    redis_pool = ConnectionPool.from_url(settings.redis_url)
+    stack.push_async_callback(redis_pool.aclose)
+    redis = Redis(connection_pool=redis_pool)
+    await redis.ping()
+    prefix = settings.redis_key_prefix
+    access_ttl = timedelta(seconds=settings.access_token_ttl_s)
+    # Closed before the pools they use (the stack unwinds in reverse).
+    limiter = RateLimiter(
+        redis=redis,
+        prefix=prefix,
+        limits=settings.rate_limits,
+        enabled=settings.rate_limits_enabled,
+    )
+    stack.push_async_callback(limiter.aclose)
+    users = UserLoader(pool)
+    stack.push_async_callback(users.aclose)
+    placer = OrderPlacer(pool)
+    stack.push_async_callback(placer.aclose)
+    return Services(
+        settings=settings,
+        clock=now,
+        pool=pool,
+        redis=redis,
+        tokens=AccessTokens(
+            private_key=signing_key,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl=access_ttl,
+            clock=now,
+        ),
+        nonces=NonceStore(redis=redis, prefix=prefix, ttl_s=settings.nonce_ttl_s),
+        revocations=SessionRevocations(redis=redis, prefix=prefix, access_ttl=access_ttl),
+        passwords=Passwords(
+            time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
+        ),
+        limiter=limiter,
+        users=users,
+        metrics=metrics,
+        market_metrics=market_metrics,
+        market_config=ConfigCache(pool),
+        orders=placer,
+    )
 
 
 def _install_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
@@ -340,6 +380,22 @@ def _install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
         ]
         return _error_response(metrics, ApiError(ErrorCode.VALIDATION_ERROR, details=details))
 
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        # One of the service's own refusals that no route answered itself: by its
+        # code (a code the API does not name is a 500, as a bug is).
+        assert isinstance(exc, GridclearCloudError)
+        error = refusal(exc)
+        if error.code is ErrorCode.INTERNAL_ERROR:
+            log.error(
+                "unanswered %s (%s) answering %s %s",
+                type(exc).__name__,
+                exc.code,
+                request.method,
+                request.url.path,
+                exc_info=exc,
+            )
+        return _error_response(metrics, error)
+
     async def dependency_down(request: Request, exc: Exception) -> JSONResponse:
         # The database or Redis did not answer: a clear, retryable 503 (not the
         # generic 500), logged without a traceback, counted by dependency.
@@ -363,6 +419,7 @@ def _install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
         )
 
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(GridclearCloudError, refused)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     for outage in _OUTAGES:

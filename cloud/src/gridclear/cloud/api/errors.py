@@ -3,6 +3,12 @@
 Codes are stable: apps branch on them, metrics count them. The first seven are
 the seed backend's; the rest are gridclear's. Later parts of the service add
 their codes here, in this one place.
+
+The service's own refusals (:class:`~gridclear.cloud.errors.GridclearCloudError`)
+reach the API by their stable ``code``: :data:`API_CODES` says which error code
+each answers with, and :func:`refusal` builds the answer. Nothing else becomes a
+4xx: a ``ValueError`` (or any exception) that is not one of ours is a bug and
+answers 500 ``INTERNAL_ERROR``, counted and logged with its traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["ApiError", "ErrorCode"]
+from gridclear.cloud.errors import GridclearCloudError
+
+__all__ = ["API_CODES", "ApiError", "ErrorCode", "refusal"]
 
 
 class ErrorCode(StrEnum):
@@ -102,8 +110,10 @@ _MESSAGE: dict[ErrorCode, str] = {
 }
 
 
-class ApiError(Exception):
-    """Raised anywhere in a request to answer with the error envelope."""
+class ApiError(GridclearCloudError):
+    """Raised anywhere in a request to answer with the error envelope; ``code`` is its code."""
+
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
 
     def __init__(
         self,
@@ -122,3 +132,47 @@ class ApiError(Exception):
     @property
     def status(self) -> int:
         return self.code.status
+
+
+API_CODES: dict[str, ErrorCode] = {
+    # market.store
+    "account_inactive": ErrorCode.INVALID_TOKEN,
+    "slot_not_found": ErrorCode.NOT_FOUND,
+    "slot_not_open": ErrorCode.TIMESLOT_EXPIRED,
+    "out_of_bounds": ErrorCode.VALIDATION_ERROR,
+    "order_not_found": ErrorCode.NOT_FOUND,
+    "order_not_active": ErrorCode.CONFLICT,
+    "stale_version": ErrorCode.CONFLICT,
+    "meter_not_allowed": ErrorCode.FORBIDDEN,
+    "idempotency_key_reused": ErrorCode.IDEMPOTENCY_KEY_REUSED,
+    # devices.registry
+    "device_error": ErrorCode.VALIDATION_ERROR,
+    "not_found": ErrorCode.NOT_FOUND,
+    "device_exists": ErrorCode.CONFLICT,
+    "key_conflict": ErrorCode.CONFLICT,
+    "device_has_key": ErrorCode.CONFLICT,
+    "enrolment_refused": ErrorCode.INVALID_TOKEN,
+    # identity
+    "account_conflict": ErrorCode.CONFLICT,
+    "last_admin": ErrorCode.CONFLICT,
+    "malformed_message": ErrorCode.INVALID_MESSAGE,
+    # api
+    "rate_limited": ErrorCode.RATE_LIMIT_EXCEEDED,
+}
+"""The API's error code for each refusal's stable ``code``; any other code is a 500.
+
+Routes that need more than this (a token's ``expired``, a header, a finer
+message) build their :class:`ApiError` themselves.
+"""
+
+
+def refusal(exc: GridclearCloudError) -> ApiError:
+    """The answer to ``exc``: its code's API error, with ``details.reason`` its ``code``.
+
+    A code :data:`API_CODES` does not name answers 500 ``INTERNAL_ERROR`` without
+    its message (it was not meant for the client).
+    """
+    code = API_CODES.get(exc.code)
+    if code is None:
+        return ApiError(ErrorCode.INTERNAL_ERROR)
+    return ApiError(code, str(exc), details={"reason": exc.code})

@@ -31,12 +31,15 @@ from limits import parse_many
 from redis.asyncio import Redis
 
 from gridclear.cloud.batching import Coalescer
+from gridclear.cloud.errors import GridclearCloudError
 
 __all__ = ["Admission", "RateLimitExceededError", "RateLimiter"]
 
 
-class RateLimitExceededError(Exception):
+class RateLimitExceededError(GridclearCloudError):
     """A limit is exhausted; retry after ``retry_after_s`` seconds."""
+
+    code = "rate_limited"
 
     def __init__(self, group: str, retry_after_s: int) -> None:
         super().__init__(f"rate limit of {group!r} exceeded")
@@ -137,6 +140,14 @@ class RateLimiter:
         self._batches: Coalescer[list[_Check], tuple[int, int, int]] = Coalescer(
             self._run, max_batch=512
         )
+
+    @property
+    def closed(self) -> bool:
+        return self._batches.closed and self._batches.idle
+
+    async def aclose(self) -> None:
+        """Answer the checks queued, then refuse new ones (the Redis pool is its owner's)."""
+        await self._batches.aclose()
 
     @property
     def round_trips(self) -> int:

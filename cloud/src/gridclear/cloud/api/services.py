@@ -1,7 +1,9 @@
 """What a running API holds: settings, pool, Redis, token keys, stores, limiter, metrics.
 
 Built by the app's lifespan and reached by dependencies through
-``request.app.state.services``; nothing global.
+``request.app.state.services``; nothing global, and nothing made on first use.
+What holds a task or a connection (the pools, the batching user loader, rate
+limiter and order placer) is closed by the lifespan on shutdown.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from gridclear.cloud.identity.nonces import NonceStore
 from gridclear.cloud.identity.passwords import Passwords
 from gridclear.cloud.identity.sessions import SessionRevocations
 from gridclear.cloud.identity.tokens import AccessTokens
+from gridclear.cloud.market.metrics import MarketMetrics
+from gridclear.cloud.market.placement import ConfigCache, OrderPlacer
 from gridclear.cloud.settings import Settings
 from gridclear.cloud.storage.pool import Pool
 
@@ -43,5 +47,9 @@ class Services:
     limiter: RateLimiter
     users: UserLoader
     metrics: ApiMetrics
+    market_metrics: MarketMetrics
+    market_config: ConfigCache
+    orders: OrderPlacer
+    """Places orders, batching the requests that arrive together."""
     started_monotonic: float = field(default_factory=time.monotonic)
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)

@@ -30,6 +30,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
+from gridclear.cloud.errors import GridclearCloudError
 from gridclear.shared.keys import PublicKey
 from gridclear.shared.topics import validate_device_id
 
@@ -70,7 +71,7 @@ TOKEN_MARKER = "gce_"  # noqa: S105 -- a prefix, not a secret
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
 
 
-class DeviceError(Exception):
+class DeviceError(GridclearCloudError):
     """A registry operation was refused; ``code`` is a stable reason."""
 
     code = "device_error"

@@ -18,6 +18,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from gridclear.cloud.batching import Coalescer
+from gridclear.cloud.errors import GridclearCloudError
 from gridclear.cloud.identity.roles import Role
 from gridclear.cloud.storage.pool import Pool
 
@@ -45,12 +46,16 @@ __all__ = [
 Conn = AsyncConnection[DictRow]
 
 
-class AccountConflictError(Exception):
+class AccountConflictError(GridclearCloudError):
     """The email or wallet already belongs to an account."""
 
+    code = "account_conflict"
 
-class LastAdminError(Exception):
+
+class LastAdminError(GridclearCloudError):
     """The change would leave no active admin."""
+
+    code = "last_admin"
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,14 @@ class UserLoader:
     async def get(self, user_id: int) -> User | None:
         """The user as stored now (never cached), or None."""
         return await self._batches.submit(user_id)
+
+    @property
+    def closed(self) -> bool:
+        return self._batches.closed and self._batches.idle
+
+    async def aclose(self) -> None:
+        """Answer the loads queued, then refuse new ones."""
+        await self._batches.aclose()
 
 
 async def get_user_by_email(conn: Conn, email: str) -> User | None:

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from gridclear.cloud import env
 from gridclear.cloud.audit import AuditEvent
+from gridclear.cloud.errors import GridclearCloudError
 from gridclear.cloud.identity.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 from gridclear.cloud.identity.roles import Role
 from gridclear.cloud.settings import Settings, SettingsError
@@ -25,8 +26,10 @@ from gridclear.cloud.settings import Settings, SettingsError
 __all__ = ["BootstrapError", "create_admin", "read_password"]
 
 
-class BootstrapError(RuntimeError):
+class BootstrapError(GridclearCloudError, RuntimeError):
     """The admin cannot be created; the message says why."""
+
+    code = "bootstrap_refused"
 
 
 def read_password(password_file: Path | None) -> str:

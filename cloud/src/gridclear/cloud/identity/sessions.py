@@ -24,6 +24,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from redis.asyncio import Redis
 
+from gridclear.cloud.errors import GridclearCloudError
+
 __all__ = [
     "RefreshError",
     "Rotated",
@@ -38,12 +40,14 @@ Conn = AsyncConnection[DictRow]
 _MARKER = "gcr_"
 
 
-class RefreshError(Exception):
-    """The refresh token is refused; ``reason`` says why.
+class RefreshError(GridclearCloudError):
+    """The refresh token is refused; ``code`` says why.
 
     ``reused`` means the family has just been revoked; ``family_id`` and
     ``user_id`` name it then, for the audit log.
     """
+
+    code = "refresh_refused"
 
     def __init__(
         self,
@@ -53,7 +57,7 @@ class RefreshError(Exception):
         user_id: int | None = None,
     ) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.code = reason
         self.family_id = family_id
         self.user_id = user_id
 

@@ -31,6 +31,8 @@ import base58
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from gridclear.cloud.errors import GridclearCloudError
+
 __all__ = [
     "MessageFormatError",
     "SiwsMessage",
@@ -46,8 +48,10 @@ _HEADER = " wants you to sign in with your Solana account:"
 _MAX_MESSAGE_CHARS = 2048
 
 
-class MessageFormatError(ValueError):
+class MessageFormatError(GridclearCloudError, ValueError):
     """The text is not a sign-in message of the expected shape."""
+
+    code = "malformed_message"
 
 
 @dataclass(frozen=True)

@@ -28,17 +28,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from gridclear.cloud.errors import GridclearCloudError
+
 __all__ = ["ALGORITHM", "AccessClaims", "AccessTokens", "TokenError"]
 
 ALGORITHM = "EdDSA"
 
 
-class TokenError(Exception):
-    """The token is refused; ``reason`` is ``expired`` or ``invalid``."""
+class TokenError(GridclearCloudError):
+    """The token is refused; ``code`` is ``expired`` or ``invalid``."""
+
+    code = "invalid"
 
     def __init__(self, reason: Literal["expired", "invalid"], message: str) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.code = reason
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gridclear.cloud.errors import GridclearCloudError
+
 __all__ = ["DuplicateIdError", "priority_order"]
 
 _FOLD_LIMIT = 2**62
 
 
-class DuplicateIdError(ValueError):
+class DuplicateIdError(GridclearCloudError, ValueError):
     """Two orders share an id; ``index`` is the position of the later one."""
+
+    code = "duplicate_order_id"
 
     def __init__(self, index: int) -> None:
         super().__init__(f"duplicate order id at index {index}")

@@ -100,6 +100,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from gridclear.cloud.errors import GridclearCloudError
 from gridclear.cloud.market._intmath import exact_sum, mul_div_floor, trade_amounts
 from gridclear.cloud.market._priority import DuplicateIdError, priority_order
 
@@ -159,12 +160,14 @@ class Reason(StrEnum):
     """The book has more than ``MAX_ORDERS`` orders."""
 
 
-class BookError(ValueError):
+class BookError(GridclearCloudError, ValueError):
     """A book that cannot be cleared; nothing was computed from it.
 
-    ``reason`` is a stable code; ``index`` and ``order_id`` name the first offending
+    ``code`` is a stable :class:`Reason`; ``index`` and ``order_id`` name the first offending
     order (in the order given) when one order is to blame.
     """
+
+    code = "bad_book"
 
     def __init__(
         self,
@@ -175,7 +178,7 @@ class BookError(ValueError):
         order_id: int | str | None = None,
     ) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.code = reason
         self.index = index
         self.order_id = order_id
 

@@ -13,6 +13,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
+from gridclear.cloud.errors import GridclearCloudError
 from gridclear.cloud.market.clearing import MAX_PRICE, MAX_QUANTITY_WH
 
 __all__ = ["ConfigError", "MarketConfig", "load_config", "save_config"]
@@ -20,8 +21,13 @@ __all__ = ["ConfigError", "MarketConfig", "load_config", "save_config"]
 Conn = AsyncConnection[DictRow]
 
 
-class ConfigError(ValueError):
-    """A configuration that breaks a rule; ``field`` names the offending setting."""
+class ConfigError(GridclearCloudError, ValueError):
+    """A configuration that breaks a rule; ``field`` names the offending setting.
+
+    Also a ``ValueError``: the API's request models validate with it.
+    """
+
+    code = "bad_market_config"
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")

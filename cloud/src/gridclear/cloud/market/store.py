@@ -21,6 +21,25 @@ so several API instances and schedulers can run at once:
 - An ``Idempotency-Key`` is unique per user (a unique index); the request body's
   SHA-256 is stored with it, so a retry gets the first order back and a different
   body under the same key is refused.
+
+Placing an order has one definition of its rules, :data:`_PLACEMENT` (one SQL
+statement for any number of orders, which says for each order the first rule it
+breaks or inserts it), used alike by :func:`place_orders` for the API's batches
+and by :func:`place_order` (a batch of one). The rules, in the order they are
+judged, each with its refusal:
+
+1. quantity and price within the market's bounds: :class:`TermsOutOfBoundsError`
+   (checked in Python before the statement, from the configuration);
+2. the account exists and is not disabled: :class:`AccountInactiveError`;
+3. an ``Idempotency-Key`` already used: the first order again, or
+   :class:`IdempotencyMismatchError` for another request (so a retry is answered
+   even after gate closure);
+4. the slot exists: :class:`SlotNotFoundError`;
+5. it is open and before its gate closure (:data:`_GATE_REFUSAL`, shared with
+   amendments and cancellations): :class:`SlotNotOpenError`;
+6. the price is within the slot's floor and cap: :class:`TermsOutOfBoundsError`;
+7. the meter is the caller's and can import (a bid) or export (a supply):
+   :class:`MeterNotAllowedError`.
 """
 
 from __future__ import annotations
@@ -32,6 +51,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
+from gridclear.cloud.errors import GridclearCloudError
 from gridclear.cloud.market.clearing import Side
 from gridclear.cloud.market.config import MarketConfig
 from gridclear.cloud.market.timeslots import TRANSITIONS, SlotState, SlotTimes
@@ -50,6 +70,7 @@ __all__ = [
     "SlotNotFoundError",
     "SlotNotOpenError",
     "StaleVersionError",
+    "TermsOutOfBoundsError",
     "Timeslot",
     "amend_order",
     "cancel_order",
@@ -70,38 +91,46 @@ __all__ = [
 Conn = AsyncConnection[DictRow]
 
 
-class MarketError(Exception):
-    """Base of the market's refusals; ``reason`` is a stable code for metrics."""
+class MarketError(GridclearCloudError):
+    """Base of the market's refusals; ``code`` is a stable code for metrics and the API."""
 
-    reason = "market"
+    code = "market"
 
 
 class AccountInactiveError(MarketError):
     """The account placing an order does not exist or is disabled."""
 
-    reason = "account_inactive"
+    code = "account_inactive"
 
 
 class SlotNotFoundError(MarketError):
-    reason = "slot_not_found"
+    code = "slot_not_found"
 
 
 class SlotNotOpenError(MarketError):
-    reason = "slot_not_open"
+    """The slot is not open, or is past its gate closure by the market's clock."""
+
+    code = "slot_not_open"
+
+
+class TermsOutOfBoundsError(MarketError):
+    """Quantity or price outside the market's bounds or the slot's floor and cap."""
+
+    code = "out_of_bounds"
 
 
 class OrderNotFoundError(MarketError):
-    reason = "order_not_found"
+    code = "order_not_found"
 
 
 class OrderStateError(MarketError):
     """The order is no longer active (cancelled, or cleared)."""
 
-    reason = "order_not_active"
+    code = "order_not_active"
 
 
 class StaleVersionError(MarketError):
-    reason = "stale_version"
+    code = "stale_version"
 
     def __init__(self, current: int) -> None:
         super().__init__(f"the order is at version {current}")
@@ -109,11 +138,11 @@ class StaleVersionError(MarketError):
 
 
 class MeterNotAllowedError(MarketError):
-    reason = "meter_not_allowed"
+    code = "meter_not_allowed"
 
 
 class IdempotencyMismatchError(MarketError):
-    reason = "idempotency_key_reused"
+    code = "idempotency_key_reused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +187,7 @@ _ORDER_COLUMNS = (
     "id, timeslot_id, user_id, meter_id, side, quantity_wh, price, status, version,"
     " filled_wh, amount, created_at, submitted_at, updated_at"
 )
+_ORDER_FIELDS = tuple(name.strip() for name in _ORDER_COLUMNS.split(","))
 
 
 def slot_from_row(row: dict[str, Any]) -> Timeslot:
@@ -313,41 +343,57 @@ async def record_clock(conn: Conn, *, now: datetime, speed: float) -> None:
 # ---------------------------------------------------------------- orders
 
 
-async def _lock_open_slot(conn: Conn, slot_id: int) -> Timeslot:
-    """Lock the slot ``FOR SHARE``; refuse it unless open and before its gate closure.
+_GATE_REFUSAL = (
+    "CASE WHEN s.state <> 'open' THEN 'slot_not_open'"
+    " WHEN s.closes_at <= market_now() THEN 'past_gate' END"
+)
+"""Rule 5 for the slot row ``s``: why it takes no order change now, or NULL.
 
-    Gate closure is judged by ``closes_at`` against the market's clock here, not
-    only by the stored state: a slot the scheduler has not closed yet (it lags or
-    is down) takes no order change past its gate.
-    """
+Gate closure is judged by ``closes_at`` against the market's clock, not only by
+the stored state: a slot the scheduler has not closed yet (it lags or is down)
+takes no order change past its gate. Evaluated on the row locked ``FOR SHARE``,
+so a gate closure committed while the lock waited is seen.
+"""
+
+
+def _slot_refused(slot_id: int, refusal: str, state: str | None) -> MarketError:
+    """The exception for a slot refusal code of :data:`_GATE_REFUSAL` or ``slot_not_found``."""
+    if refusal == "slot_not_found":
+        return SlotNotFoundError(f"no timeslot {slot_id}")
+    if refusal == "past_gate":
+        return SlotNotOpenError(f"timeslot {slot_id} is past its gate closure")
+    return SlotNotOpenError(f"timeslot {slot_id} is {state}, not open")
+
+
+async def _lock_open_slot(conn: Conn, slot_id: int) -> Timeslot:
+    """Lock the slot ``FOR SHARE``; refuse it unless open and before its gate closure."""
     cur = await conn.execute(
-        f"SELECT {SLOT_COLUMNS}, closes_at > market_now() AS before_gate"  # noqa: S608
-        " FROM timeslots WHERE id = %s FOR SHARE",
+        f"SELECT {SLOT_COLUMNS}, {_GATE_REFUSAL} AS refusal"  # noqa: S608 (fixed names)
+        " FROM timeslots s WHERE id = %s FOR SHARE",
         (slot_id,),
     )
     row = await cur.fetchone()
     if row is None:
-        raise SlotNotFoundError(f"no timeslot {slot_id}")
-    before_gate = row.pop("before_gate")
-    slot = slot_from_row(row)
-    if slot.state is not SlotState.OPEN:
-        raise SlotNotOpenError(f"timeslot {slot_id} is {slot.state.value}, not open")
-    if not before_gate:
-        raise SlotNotOpenError(f"timeslot {slot_id} is past its gate closure")
-    return slot
+        raise _slot_refused(slot_id, "slot_not_found", None)
+    refusal = row.pop("refusal")
+    if refusal is not None:
+        raise _slot_refused(slot_id, refusal, row["state"])
+    return slot_from_row(row)
+
+
+def _slot_price_problem(price: int, price_floor: int, price_cap: int) -> str | None:
+    """Rule 6: why ``price`` is outside the slot's floor and cap, or None."""
+    if price_floor <= price <= price_cap:
+        return None
+    return f"price must be {price_floor} to {price_cap} base units per kWh in this timeslot"
 
 
 def _check_terms(slot: Timeslot, config: MarketConfig, quantity_wh: int, price: int) -> None:
     problem = config.quantity_problem(quantity_wh)
-    if problem is None and not slot.price_floor <= price <= slot.price_cap:
-        problem = (
-            f"price must be {slot.price_floor} to {slot.price_cap} base units per kWh"
-            " in this timeslot"
-        )
-    if problem is None:
-        problem = config.price_problem(price)
+    problem = problem or _slot_price_problem(price, slot.price_floor, slot.price_cap)
+    problem = problem or config.price_problem(price)
     if problem is not None:
-        raise ValueError(problem)
+        raise TermsOutOfBoundsError(problem)
 
 
 async def _existing_for_key(
@@ -394,19 +440,130 @@ def _same_order(row: dict[str, Any], request: OrderRequest) -> bool:
     )
 
 
+_PLACEMENT = (
+    "WITH i AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],"  # noqa: S608 (fixed names)
+    " %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::bytea[], %s::int[])"
+    " AS t(slot, usr, meter, side, qty, price, key, hash, ord)),"
+    " s AS (SELECT id, state, closes_at, price_floor, price_cap FROM timeslots"
+    " WHERE id IN (SELECT slot FROM i) FOR SHARE),"
+    " v AS (SELECT i.*, s.state, s.price_floor, s.price_cap, COALESCE("
+    "CASE WHEN u.id IS NULL OR u.disabled THEN 'account_inactive'"
+    " WHEN k.used THEN 'key_used'"
+    " WHEN s.id IS NULL THEN 'slot_not_found' END,"
+    f" {_GATE_REFUSAL},"
+    " CASE WHEN i.price NOT BETWEEN s.price_floor AND s.price_cap THEN 'out_of_bounds'"
+    " WHEN NOT EXISTS (SELECT 1 FROM meters m WHERE m.id = i.meter AND m.owner_id = i.usr"
+    " AND m.role = ANY(CASE WHEN i.side = 'buy' THEN ARRAY['import', 'both']"
+    " ELSE ARRAY['export', 'both'] END)) THEN 'meter_not_allowed' END) AS refusal"
+    " FROM i LEFT JOIN users u ON u.id = i.usr LEFT JOIN s ON s.id = i.slot"
+    # LIMIT 1 keeps this a probe of the key's unique index per order, never a scan.
+    " LEFT JOIN LATERAL (SELECT true AS used FROM orders o"
+    " WHERE o.user_id = i.usr AND o.idempotency_key = i.key LIMIT 1) k ON true),"
+    " placed AS (INSERT INTO orders (timeslot_id, user_id, meter_id, side, quantity_wh, price,"
+    " idempotency_key, request_hash)"
+    " SELECT slot, usr, meter, side, qty, price, key, hash FROM v WHERE refusal IS NULL"
+    " ORDER BY ord"
+    " ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
+    f" DO NOTHING RETURNING {_ORDER_COLUMNS}, idempotency_key)"
+    " SELECT NULL::int AS ord, NULL::text AS refusal, NULL::text AS slot_state,"
+    f" NULL::bigint AS slot_floor, NULL::bigint AS slot_cap, placed.* FROM placed"
+    " UNION ALL SELECT ord, refusal, state, price_floor, price_cap"
+    + ", NULL" * (len(_ORDER_COLUMNS.split(",")) + 1)
+    + " FROM v WHERE refusal IS NOT NULL"
+)
+"""Every rule after the first for a batch of orders, in one statement.
+
+Each order gets the code of the first rule it breaks (``refusal``), or is
+inserted; the slots are locked ``FOR SHARE`` as the statement reads them, and
+orders are inserted in the order given (time priority). Answers the inserted
+rows (``ord`` NULL) and one row per refused order (``ord`` its position). An
+order whose key another one took meanwhile is neither (``ON CONFLICT DO
+NOTHING``): its caller reads that key's order.
+"""
+
+
+def _refusal(row: dict[str, Any], request: OrderRequest) -> MarketError | None:
+    """The exception for a refused row of :data:`_PLACEMENT`; None for ``key_used``."""
+    refusal: str = row["refusal"]
+    if refusal == "key_used":
+        return None
+    if refusal == "account_inactive":
+        return AccountInactiveError("The account is not active")
+    if refusal == "out_of_bounds":
+        problem = _slot_price_problem(request.price, row["slot_floor"], row["slot_cap"])
+        return TermsOutOfBoundsError(problem or "price outside the timeslot's bounds")
+    if refusal == "meter_not_allowed":
+        wanted = "import or both" if request.side is Side.BUY else "export or both"
+        what = "import" if request.side is Side.BUY else "export"
+        return MeterNotAllowedError(
+            f"meter {request.meter_id} is not yours or cannot {what}: a "
+            f"{'bid' if request.side is Side.BUY else 'supply'} needs a meter you own with role "
+            f"{wanted}"
+        )
+    return _slot_refused(request.timeslot_id, refusal, row["slot_state"])
+
+
+async def _place(
+    conn: Conn,
+    requests: list[OrderRequest],
+    candidates: list[int],
+    outcomes: list[tuple[OrderRecord, bool] | Exception | None],
+) -> list[int]:
+    """Run :data:`_PLACEMENT` for ``requests[i] for i in candidates``, filling ``outcomes``.
+
+    Returns the indexes of the requests to answer with their key's order.
+    """
+    chosen = [requests[i] for i in candidates]
+    cur = await conn.execute(
+        _PLACEMENT,
+        (
+            [r.timeslot_id for r in chosen],
+            [r.user_id for r in chosen],
+            [r.meter_id for r in chosen],
+            [r.side.value for r in chosen],
+            [r.quantity_wh for r in chosen],
+            [r.price for r in chosen],
+            [r.idempotency_key for r in chosen],
+            [r.request_hash if r.idempotency_key is not None else None for r in chosen],
+            list(range(len(chosen))),
+        ),
+    )
+    rows = await cur.fetchall()
+    replays: list[int] = []
+    waiting = list(candidates)
+    for row in rows:
+        if row["ord"] is not None:
+            index = candidates[row["ord"]]
+            refused = _refusal(row, requests[index])
+            if refused is None:
+                replays.append(index)
+            else:
+                outcomes[index] = refused
+            waiting.remove(index)
+    # Rows come back in insertion order in practice; matching by fields does not
+    # depend on it.
+    for row in rows:
+        if row["ord"] is not None:
+            continue
+        for position, index in enumerate(waiting):
+            if _same_order(row, requests[index]):
+                outcomes[index] = (_order({k: row[k] for k in _ORDER_FIELDS}), True)
+                del waiting[position]
+                break
+    # Neither inserted nor refused: another request took its key meanwhile.
+    return replays + waiting
+
+
 async def place_orders(
     conn: Conn, requests: list[OrderRequest]
 ) -> list[tuple[OrderRecord, bool] | Exception]:
     """Place many orders (from concurrent requests), one outcome per request, in order.
 
-    Exactly :func:`place_order` for each, in far fewer round trips: the common
-    case of every request (slot open, meter the caller's, terms in bounds, a new
-    idempotency key) is one statement for all, with the slots locked ``FOR
-    SHARE`` as usual and time priority in the order given. Whatever that
-    statement did not insert (a retry, a refusal) then goes through
-    :func:`place_order` alone, which says exactly why. Requests for identical
-    orders are interchangeable, so returned rows are matched to requests by
-    their fields.
+    Each outcome is the order and whether it is new (False: an idempotent retry),
+    or that request's refusal (the module's rules): one statement for all, plus
+    one query per request whose ``Idempotency-Key`` was already used. Requests
+    for identical orders are interchangeable, so inserted rows are matched to
+    requests by their fields.
     """
     outcomes: list[tuple[OrderRecord, bool] | Exception | None] = [None] * len(requests)
     candidates: list[int] = []
@@ -414,70 +571,24 @@ async def place_orders(
         problem = request.config.quantity_problem(request.quantity_wh)
         problem = problem or request.config.price_problem(request.price)
         if problem is not None:
-            outcomes[index] = ValueError(problem)
+            outcomes[index] = TermsOutOfBoundsError(problem)
         else:
             candidates.append(index)
+    replays: list[int] = []
     if candidates:
-        chosen = [requests[i] for i in candidates]
-        cur = await conn.execute(
-            "WITH i AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[],"  # noqa: S608 (fixed names)
-            " %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::bytea[], %s::int[])"
-            " AS t(slot, usr, meter, side, qty, price, key, hash, ord)),"
-            " s AS (SELECT id, price_floor, price_cap FROM timeslots"
-            " WHERE id IN (SELECT slot FROM i) AND state = 'open'"
-            " AND closes_at > market_now() FOR SHARE)"
-            " INSERT INTO orders (timeslot_id, user_id, meter_id, side, quantity_wh, price,"
-            " idempotency_key, request_hash)"
-            " SELECT i.slot, i.usr, i.meter, i.side, i.qty, i.price, i.key, i.hash"
-            " FROM i JOIN s ON s.id = i.slot AND i.price BETWEEN s.price_floor AND s.price_cap"
-            " JOIN users u ON u.id = i.usr AND NOT u.disabled"
-            " WHERE EXISTS (SELECT 1 FROM meters m WHERE m.id = i.meter AND m.owner_id = i.usr"
-            " AND m.role = ANY(CASE WHEN i.side = 'buy' THEN ARRAY['import', 'both']"
-            " ELSE ARRAY['export', 'both'] END))"
-            " ORDER BY i.ord"
-            " ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
-            f" DO NOTHING RETURNING {_ORDER_COLUMNS}, idempotency_key",
-            (
-                [r.timeslot_id for r in chosen],
-                [r.user_id for r in chosen],
-                [r.meter_id for r in chosen],
-                [r.side.value for r in chosen],
-                [r.quantity_wh for r in chosen],
-                [r.price for r in chosen],
-                [r.idempotency_key for r in chosen],
-                [r.request_hash if r.idempotency_key is not None else None for r in chosen],
-                list(range(len(chosen))),
-            ),
-        )
-        rows = await cur.fetchall()
-        # Rows come back in insertion order in practice; matching by fields does not
-        # depend on it.
-        waiting = list(candidates)
-        for row in rows:
-            for position, index in enumerate(waiting):
-                if _same_order(row, requests[index]):
-                    del row["idempotency_key"]
-                    outcomes[index] = (_order(row), True)
-                    del waiting[position]
-                    break
-    for index, outcome in enumerate(outcomes):
-        if outcome is None:
-            request = requests[index]
-            try:
-                outcomes[index] = await place_order(
-                    conn,
-                    config=request.config,
-                    user_id=request.user_id,
-                    side=request.side,
-                    timeslot_id=request.timeslot_id,
-                    meter_id=request.meter_id,
-                    quantity_wh=request.quantity_wh,
-                    price=request.price,
-                    idempotency_key=request.idempotency_key,
-                    request_hash=request.request_hash,
-                )
-            except Exception as exc:  # that request's failure alone: the others stand
-                outcomes[index] = exc
+        replays = await _place(conn, requests, candidates, outcomes)
+    for index in replays:
+        request = requests[index]
+        assert request.idempotency_key is not None
+        try:
+            found = await _existing_for_key(
+                conn, request.user_id, request.idempotency_key, request.request_hash, request.side
+            )
+            if found is None:
+                raise RuntimeError("an Idempotency-Key in use has no order")
+            outcomes[index] = (found, False)
+        except Exception as exc:  # that request's failure alone: the others stand
+            outcomes[index] = exc
     return [outcome for outcome in outcomes if outcome is not None]
 
 
@@ -496,69 +607,30 @@ async def place_order(
 ) -> tuple[OrderRecord, bool]:
     """Place one order; returns it and whether it is new (False: an idempotent retry).
 
-    The exact path, one check at a time, for what :func:`place_orders` could not
-    place in its one statement, and for callers placing a single order.
-
-    Raises :class:`AccountInactiveError`, :class:`SlotNotFoundError`,
-    :class:`SlotNotOpenError`, :class:`MeterNotAllowedError`,
-    :class:`IdempotencyMismatchError`, or ``ValueError`` for quantity or price
-    outside the market's bounds.
+    :func:`place_orders` with a batch of one: the same rules, the same refusals
+    (:class:`TermsOutOfBoundsError`, :class:`AccountInactiveError`,
+    :class:`IdempotencyMismatchError`, :class:`SlotNotFoundError`,
+    :class:`SlotNotOpenError`, :class:`MeterNotAllowedError`).
     """
-    problem = config.quantity_problem(quantity_wh) or config.price_problem(price)
-    if problem is not None:
-        raise ValueError(problem)
-    wanted = ["import", "both"] if side is Side.BUY else ["export", "both"]
-    values = {
-        "slot": timeslot_id,
-        "user": user_id,
-        "meter": meter_id,
-        "side": side.value,
-        "quantity": quantity_wh,
-        "price": price,
-        "key": idempotency_key,
-        "hash": request_hash if idempotency_key is not None else None,
-    }
-    # Each check on its own, so that a refusal says exactly why. The common case of
-    # many orders at once is place_orders' single statement, which falls back here.
-    async with conn.transaction():
-        cur = await conn.execute("SELECT disabled FROM users WHERE id = %s", (user_id,))
-        account = await cur.fetchone()
-        if account is None or account["disabled"]:
-            raise AccountInactiveError("The account is not active")
-        if idempotency_key is not None:
-            found = await _existing_for_key(conn, user_id, idempotency_key, request_hash, side)
-            if found is not None:
-                return found, False
-        slot = await _lock_open_slot(conn, timeslot_id)
-        _check_terms(slot, config, quantity_wh, price)
-        cur = await conn.execute(
-            "SELECT 1 FROM meters WHERE id = %s AND owner_id = %s AND role = ANY(%s)",
-            (meter_id, user_id, wanted),
-        )
-        if await cur.fetchone() is None:
-            what = "import" if side is Side.BUY else "export"
-            raise MeterNotAllowedError(
-                f"meter {meter_id} is not yours or cannot {what}: a "
-                f"{'bid' if side is Side.BUY else 'supply'} needs a meter you own with role "
-                f"{' or '.join(wanted)}"
+    (outcome,) = await place_orders(
+        conn,
+        [
+            OrderRequest(
+                config=config,
+                user_id=user_id,
+                side=side,
+                timeslot_id=timeslot_id,
+                meter_id=meter_id,
+                quantity_wh=quantity_wh,
+                price=price,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
             )
-        cur = await conn.execute(
-            "INSERT INTO orders (timeslot_id, user_id, meter_id, side, quantity_wh, price,"  # noqa: S608 (fixed names)
-            " idempotency_key, request_hash)"
-            " VALUES (%(slot)s, %(user)s, %(meter)s, %(side)s, %(quantity)s, %(price)s,"
-            " %(key)s, %(hash)s)"
-            " ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
-            f" DO NOTHING RETURNING {_ORDER_COLUMNS}",
-            values,
-        )
-        row = await cur.fetchone()
-    if row is not None:
-        return _order(row), True
-    # A concurrent request with the same key won the insert: answer with its order.
-    assert idempotency_key is not None
-    found = await _existing_for_key(conn, user_id, idempotency_key, request_hash, side)
-    assert found is not None
-    return found, False
+        ],
+    )
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 async def get_order(conn: Conn, order_id: int) -> OrderRecord:
@@ -604,7 +676,7 @@ async def amend_order(
 
     Raises :class:`OrderNotFoundError` (also for another user's order),
     :class:`SlotNotOpenError`, :class:`OrderStateError`, :class:`StaleVersionError`,
-    or ``ValueError`` for terms outside the bounds.
+    or :class:`TermsOutOfBoundsError`.
     """
     async with conn.transaction():
         order = await _lock_own_order(conn, order_id, user_id, side, version)

@@ -43,6 +43,7 @@ import pydantic_core
 import socketio
 
 from gridclear.cloud.batching import Coalescer
+from gridclear.cloud.errors import GridclearCloudError
 
 __all__ = ["ACCESS_CHANGED", "FanoutError", "RedisFanout", "channel_name"]
 
@@ -57,8 +58,10 @@ def channel_name(key_prefix: str) -> str:
     return f"{key_prefix}socketio"
 
 
-class FanoutError(RuntimeError):
+class FanoutError(GridclearCloudError, RuntimeError):
     """An event could not be published to Redis (the local clients may have it)."""
+
+    code = "fanout_failed"
 
 
 _BATCH_PREFIX = b"batch "
@@ -212,7 +215,8 @@ class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]  # untyped 
         return [_failure(data) for data in batch]
 
     async def aclose(self) -> None:
-        """Stop listening and close the Redis connections (idempotent)."""
+        """Publish what is queued, stop listening and close the Redis connections (idempotent)."""
+        await self._publishes.aclose()
         thread = getattr(self, "thread", None)
         if isinstance(thread, asyncio.Future) and not thread.done():
             thread.cancel()

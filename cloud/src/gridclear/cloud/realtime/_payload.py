@@ -14,6 +14,8 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
+from gridclear.cloud.errors import GridclearCloudError
+
 __all__ = [
     "MAX_TIMESLOT_ID",
     "BadRequestError",
@@ -35,12 +37,14 @@ _RESERVED = frozenset(
 _TIMESLOT_KEYS = ("timeslotId", "timeslot_id", "id")
 
 
-class BadRequestError(ValueError):
-    """Refused input; ``reason`` is a stable code for metrics and replies."""
+class BadRequestError(GridclearCloudError, ValueError):
+    """Refused input; ``code`` is a stable code for metrics and replies."""
+
+    code = "bad_request"
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.code = reason
 
 
 def user_room(user_id: int) -> str:

@@ -21,6 +21,8 @@ from importlib import resources
 
 import psycopg
 
+from gridclear.cloud.errors import GridclearCloudError
+
 __all__ = [
     "MIGRATION_LOCK_KEY",
     "Migration",
@@ -34,8 +36,10 @@ MIGRATION_LOCK_KEY = 0x67726964_6D696772  # "gridmigr": no other gridclear lock 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-class MigrationError(RuntimeError):
+class MigrationError(GridclearCloudError, RuntimeError):
     """The migrations cannot be applied as they are (names, edits, or a failing file)."""
+
+    code = "migration_refused"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from gridclear.edge.errors import GridclearEdgeError
 from gridclear.edge.modbus._profiles import (
     COMMON_MODEL,
     METER_MODELS,
@@ -34,8 +35,10 @@ _MAX_MODELS = 64
 _GATEWAY_NO_TARGET = frozenset({10, 11})
 
 
-class SunSpecError(Exception):
+class SunSpecError(GridclearEdgeError):
     """The device answers but is not a usable SunSpec meter. ``str()`` says why."""
+
+    code = "not_sunspec"
 
 
 @dataclass(frozen=True, slots=True)

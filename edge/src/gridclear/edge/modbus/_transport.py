@@ -32,6 +32,7 @@ from typing import Literal, Protocol, Self
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from gridclear.edge.errors import GridclearEdgeError
 from gridclear.edge.modbus._profiles import Block, Function
 
 __all__ = ["Bus", "BusSettings", "MeterTransport", "ModbusReadError", "Reason"]
@@ -52,13 +53,20 @@ _EXCEPTION_NAMES = {
 }
 
 
-class ModbusReadError(Exception):
-    """A read that produced no usable registers. ``reason`` is a stable code for counting."""
+class ModbusReadError(GridclearEdgeError):
+    """A read that produced no usable registers. ``code`` is a stable code for counting."""
+
+    code: Reason = "bad_response"
 
     def __init__(self, reason: Reason, message: str, *, exception_code: int | None = None) -> None:
         super().__init__(message)
-        self.reason: Reason = reason
+        self.code = reason
         self.exception_code = exception_code
+
+    @property
+    def reason(self) -> Reason:
+        """``code`` under its older name."""
+        return self.code
 
 
 class MeterTransport(Protocol):

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
-from typing import Any
 
 from fastapi import Request
 
-from gridclear.cloud.api.deps import Principal
+from gridclear.cloud.api.deps import Principal, services_of
 from gridclear.cloud.api.envelope import ApiModel
-from gridclear.cloud.api.errors import ApiError, ErrorCode
+from gridclear.cloud.api.errors import ApiError, ErrorCode, refusal
 from gridclear.cloud.api.services import Services
 from gridclear.cloud.identity.roles import Role
 from gridclear.cloud.market import store
-from gridclear.cloud.market.config import MarketConfig, load_config
+from gridclear.cloud.market.config import MarketConfig
 from gridclear.cloud.market.events import EventSink
 from gridclear.cloud.market.metrics import MarketMetrics
 from gridclear.cloud.market.placement import OrderPlacer
@@ -41,9 +39,6 @@ AUTH_ERRORS = (
     ErrorCode.RATE_LIMIT_EXCEEDED,
     ErrorCode.VALIDATION_ERROR,
 )
-_CONFIG_TTL_S = 1.0
-"""How long one API instance may use the configuration it read: a change applies
-to new orders within a second, and placing an order costs no extra query."""
 
 
 class OrderOut(ApiModel):
@@ -105,52 +100,27 @@ def events(request: Request) -> EventSink | None:
 
 
 async def market_config(request: Request, services: Services) -> MarketConfig:
-    cached: tuple[float, MarketConfig] | None = getattr(request.app.state, "market_config", None)
-    now = time.monotonic()
-    if cached is not None and now - cached[0] < _CONFIG_TTL_S:
-        return cached[1]
-    async with services.pool.connection() as conn:
-        config, _ = await load_config(conn)
-    request.app.state.market_config = (now, config)
-    return config
+    """The market's configuration, at most a second old (see ``ConfigCache``)."""
+    return await services.market_config.get()
 
 
 def market_metrics(request: Request, services: Services) -> MarketMetrics:
-    """The app's market metrics, registered in the API's registry on first use."""
-    metrics: MarketMetrics | None = getattr(request.app.state, "market_metrics", None)
-    if metrics is None:
-        metrics = MarketMetrics(services.metrics.registry)
-        request.app.state.market_metrics = metrics
-    return metrics
+    """The app's market metrics (in the API's registry)."""
+    return services.market_metrics
 
 
 def order_placer(request: Request, services: Services) -> OrderPlacer:
-    """The app's order placer (batching concurrent placements), made on first use."""
-    placer: OrderPlacer | None = getattr(request.app.state, "order_placer", None)
-    if placer is None:
-        placer = OrderPlacer(services.pool)
-        request.app.state.order_placer = placer
-    return placer
+    """The app's order placer (batching concurrent placements)."""
+    return services.orders
 
 
 def forget_config(request: Request) -> None:
-    request.app.state.market_config = None
-
-
-_CODES: dict[type[store.MarketError], ErrorCode] = {
-    store.SlotNotFoundError: ErrorCode.NOT_FOUND,
-    store.SlotNotOpenError: ErrorCode.TIMESLOT_EXPIRED,
-    store.OrderNotFoundError: ErrorCode.NOT_FOUND,
-    store.OrderStateError: ErrorCode.CONFLICT,
-    store.StaleVersionError: ErrorCode.CONFLICT,
-    store.MeterNotAllowedError: ErrorCode.FORBIDDEN,
-    store.IdempotencyMismatchError: ErrorCode.IDEMPOTENCY_KEY_REUSED,
-}
+    services_of(request).market_config.forget()
 
 
 def market_error(exc: store.MarketError) -> ApiError:
-    """The API error for a market refusal; ``details.reason`` is its stable code."""
-    details: dict[str, Any] = {"reason": exc.reason}
+    """The API error for a market refusal (by its ``code``); ``details.reason`` is the code."""
+    error = refusal(exc)
     if isinstance(exc, store.StaleVersionError):
-        details["currentVersion"] = exc.current
-    return ApiError(_CODES.get(type(exc), ErrorCode.CONFLICT), str(exc), details=details)
+        error.details = {**error.details, "currentVersion": exc.current}
+    return error

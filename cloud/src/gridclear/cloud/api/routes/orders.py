@@ -103,10 +103,6 @@ def _request_hash(body: OrderIn) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
-def _terms_error(exc: ValueError) -> ApiError:
-    return ApiError(ErrorCode.VALIDATION_ERROR, str(exc), details={"reason": "out_of_bounds"})
-
-
 async def _publish(
     request: Request,
     order: store.OrderRecord,
@@ -120,18 +116,12 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
     noun, plural = ("bid", "bids") if side is Side.BUY else ("supply", "supplies")
     router = APIRouter(tags=[plural])
 
-    def _refused(
-        request: Request, services: Services, exc: store.MarketError | ValueError
-    ) -> ApiError:
-        """The error for a refusal, counted by its stable reason."""
+    def _refused(request: Request, services: Services, exc: store.MarketError) -> ApiError:
+        """The error for a refusal, counted by its stable code."""
         if isinstance(exc, store.AccountInactiveError):
             return auth_failure(services, ErrorCode.INVALID_TOKEN, "The account is not active")
-        if isinstance(exc, store.MarketError):
-            error, reason = market_error(exc), exc.reason
-        else:
-            error, reason = _terms_error(exc), "out_of_bounds"
-        market_metrics(request, services).refusals.labels(side.value, reason).inc()
-        return error
+        market_metrics(request, services).refusals.labels(side.value, exc.code).inc()
+        return market_error(exc)
 
     async def place(
         body: OrderIn,
@@ -157,8 +147,6 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
                 )
             )
         except store.MarketError as exc:
-            raise _refused(request, services, exc) from None
-        except ValueError as exc:
             raise _refused(request, services, exc) from None
         market_metrics(request, services).orders.labels(
             side.value, "placed" if created else "replayed"
@@ -194,7 +182,7 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
                     quantity_wh=body.quantity_wh,
                     price=body.price,
                 )
-        except (store.MarketError, ValueError) as exc:
+        except store.MarketError as exc:
             raise _refused(request, services, exc) from None
         market_metrics(request, services).orders.labels(side.value, "amended").inc()
         await _publish(request, order, "updated")
