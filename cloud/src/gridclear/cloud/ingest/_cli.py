@@ -7,7 +7,6 @@ import asyncio
 import gc
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -26,11 +25,22 @@ __all__ = ["add_ingest_commands"]
 _T = TypeVar("_T")
 
 
-def _url(value: str | None, variable: str, what: str) -> str:
-    url = value or os.environ.get(variable)
-    if not url:
-        raise SystemExit(f"gridclear-cloud: set {variable} or --{what}")
-    return url
+def _settings(args: argparse.Namespace) -> tuple[str, str]:
+    """``(database_url, mqtt_url)`` from the settings and options; logging configured.
+
+    Exits with the settings' message when the configuration is unusable (production
+    refuses missing URLs and an MQTT URL without credentials).
+    """
+    from gridclear.cloud.logs import configure_logging
+    from gridclear.cloud.settings import IngestSettings, SettingsError
+
+    try:
+        settings = IngestSettings.load(database_url=args.database_url, mqtt_url=args.mqtt_url)
+        urls = settings.urls()
+    except SettingsError as exc:
+        raise SystemExit(f"gridclear-cloud ingest: {exc}") from None
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return urls
 
 
 def _client_id(value: str) -> str:
@@ -222,14 +232,10 @@ def _ingest(args: argparse.Namespace) -> int:
     from gridclear.cloud.ingest.worker import IngestWorker, WorkerConfig
     from gridclear.cloud.storage.migrations import migrate
 
-    logging.basicConfig(
-        level=os.environ.get(env.LOG_LEVEL, "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    database_url = _url(args.database_url, env.DATABASE_URL, "database-url")
+    database_url, mqtt_url = _settings(args)
     config = WorkerConfig(
         database_url=database_url,
-        mqtt_url=_url(args.mqtt_url, env.MQTT_URL, "mqtt-url"),
+        mqtt_url=mqtt_url,
         client_id=args.client_id or args.default_client_id(),
         group=args.group,
         topic_prefix=args.topic_prefix,
@@ -286,7 +292,12 @@ def _db(func: Callable[[Any], Awaitable[_T]]) -> _T:
     from psycopg import AsyncConnection
     from psycopg.rows import dict_row
 
-    url = _url(None, env.DATABASE_URL, "database-url")
+    from gridclear.cloud.settings import DatabaseSettings, SettingsError
+
+    try:
+        url = DatabaseSettings.load().database()
+    except SettingsError as exc:
+        raise SystemExit(f"gridclear-cloud devices: {exc}") from None
 
     async def main() -> _T:
         async with await AsyncConnection.connect(
