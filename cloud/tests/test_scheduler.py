@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import psycopg
 import pytest
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.triggers.interval import IntervalTrigger
 from cloud.tests.market_support import RecordedEvents
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
@@ -22,7 +25,7 @@ from gridclear.cloud.market import store
 from gridclear.cloud.market.clearing import OrderBook, Side, clear
 from gridclear.cloud.market.clock import MarketClock
 from gridclear.cloud.market.config import MarketConfig, save_config
-from gridclear.cloud.market.scheduler import Scheduler
+from gridclear.cloud.market.scheduler import MARKET_TICK_JOB, Scheduler
 from gridclear.cloud.market.service import tick
 from gridclear.cloud.market.timeslots import SlotState
 
@@ -359,3 +362,94 @@ async def test_changing_the_slot_length_never_makes_delivery_intervals_overlap(
     assert len(spans) > 5
     assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans))
     assert {int((end - start).total_seconds()) for start, end in spans} == {120, 240}
+
+
+async def test_the_tick_runs_as_an_apscheduler_interval_job(
+    conn: AsyncConnection[DictRow], migrated_db: str
+) -> None:
+    scheduler = Scheduler(database_url=migrated_db, clock=MarketClock(speed=SPEED), interval_s=0.05)
+    executed: list[JobExecutionEvent] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+
+        async def running() -> bool:
+            return scheduler.apscheduler is not None
+
+        await _until(running)
+        aps = scheduler.apscheduler
+        assert aps is not None
+        aps.add_listener(executed.append, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+
+        async def ran_twice() -> bool:
+            return len(executed) >= 2
+
+        await _until(ran_twice)
+        job = aps.get_job(MARKET_TICK_JOB)
+        assert isinstance(job.trigger, IntervalTrigger)
+        assert job.trigger.interval == timedelta(seconds=0.05)
+        assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, None)
+        assert [j.id for j in aps.get_jobs()] == [MARKET_TICK_JOB]
+    finally:
+        stop.set()
+        await task
+    assert {e.job_id for e in executed} == {MARKET_TICK_JOB}
+    assert all(e.exception is None for e in executed)
+    assert scheduler.ticks >= 2
+    assert scheduler.apscheduler is None  # shut down with run()
+    # Each run recorded the market clock before acting (the API judges gate closure by it).
+    cur = await conn.execute("SELECT speed FROM market_clock")
+    assert [row["speed"] for row in await cur.fetchall()] == [SPEED]
+
+
+async def test_a_standby_scheduler_takes_over_when_the_acting_one_stops(
+    conn: AsyncConnection[DictRow], migrated_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gridclear.cloud.market.scheduler")
+    first, second = (
+        Scheduler(database_url=migrated_db, clock=MarketClock(speed=SPEED), interval_s=0.05)
+        for _ in range(2)
+    )
+    stops = asyncio.Event(), asyncio.Event()
+    tasks = [
+        asyncio.create_task(s.run(stop)) for s, stop in zip((first, second), stops, strict=True)
+    ]
+    try:
+
+        async def first_acts() -> bool:
+            return first.leader and first.ticks > 0
+
+        await _until(first_acts)  # the first to start takes the lock (at once: no wait)
+
+        async def second_stands_by() -> bool:
+            return any("standing by" in r.getMessage() for r in caplog.records)
+
+        await _until(second_stands_by)
+        assert second.ticks == 0
+        stops[0].set()
+        await tasks[0]
+
+        async def second_acts() -> bool:
+            return second.leader and second.ticks > 0
+
+        await _until(second_acts)
+        before = await _states(conn)
+
+        async def slots_move_on() -> bool:
+            return await _states(conn) != before
+
+        await _until(slots_move_on)  # the market goes on under the new leader
+    finally:
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(*tasks)
+    said = [
+        r.getMessage().split(":")[0]
+        for r in caplog.records
+        if r.name == "gridclear.cloud.market.scheduler" and "tick" not in r.getMessage()
+    ]
+    assert said == [
+        "scheduler holds the market lock and acts",
+        "scheduler standing by",
+        "scheduler takes over",
+    ]

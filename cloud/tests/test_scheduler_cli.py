@@ -3,6 +3,7 @@ stopped with SIGTERM; and clear refusals of bad settings."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from cloud.tests.process_support import Process
 
 from gridclear.cloud import env
 
@@ -55,3 +57,24 @@ def test_bad_settings_are_refused_with_a_clear_message(migrated_db: str) -> None
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "gridclear-cloud scheduler: speed must be above 0" in stderr
+
+
+def test_a_standby_scheduler_says_so_and_says_when_it_takes_over(migrated_db: str) -> None:
+    environment = {**os.environ, env.DATABASE_URL: migrated_db, env.LOG_FORMAT: "json"}
+    args = ["scheduler", "--speed", "60", "--interval", "0.1"]
+    first = Process(args, environment)
+    second: Process | None = None
+    try:
+        first.wait_for_line("holds the market lock and acts")
+        second = Process(args, environment)
+        standing_by = json.loads(second.wait_for_line("standing by"))
+        assert standing_by["level"] == "INFO"
+        assert standing_by["message"].startswith("scheduler standing by: another scheduler holds")
+        assert first.stop(signal.SIGTERM) == 0
+        took_over = json.loads(second.wait_for_line('"scheduler takes over'))
+        assert took_over["level"] == "INFO"
+        assert not any('"scheduler takes over' in line for line in first.lines)
+    finally:
+        for process in (first, second):
+            if process is not None and process.popen.poll() is None:
+                assert process.stop(signal.SIGINT) == 0, "\n".join(process.lines)

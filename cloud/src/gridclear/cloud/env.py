@@ -119,7 +119,9 @@ ADMIN_PASSWORD: Final = "GRIDCLEAR_ADMIN_PASSWORD"  # noqa: S105 (a name, not a 
 """``admin create`` reads the new admin's password from here when set (automation)."""
 
 # ---------------------------------------------------------------- market scheduler
-# Read by ``gridclear-cloud scheduler``; docs/MARKET.md documents each one.
+# Read once by gridclear.cloud.settings.SchedulerSettings; docs/MARKET.md documents each
+# one. Ingest workers read DATABASE_URL and MQTT_URL through IngestSettings (docs/INGEST.md);
+# every process reads ENV, LOG_FORMAT and LOG_LEVEL.
 
 MARKET_SPEED: Final = "GRIDCLEAR_MARKET_SPEED"
 """Market time acceleration for demos and tests (1 = real time, the default)."""

@@ -1,8 +1,12 @@
-"""Typed settings of the cloud API, built once at start-up and passed in.
+"""Typed settings of the cloud's processes, built once at start-up and passed in.
 
-Every value comes from one environment variable named in :mod:`gridclear.cloud.env`
-(or from keyword arguments, as tests do). Nothing reads the environment at
-import time.
+One class per process: :class:`Settings` for the API (``serve``),
+:class:`IngestSettings` for ingest workers (``ingest``) and
+:class:`SchedulerSettings` for the market scheduler (``scheduler``). Every value
+comes from one environment variable named in :mod:`gridclear.cloud.env` (or from
+keyword arguments: a command's options, and tests). Nothing reads the environment
+at import time. Each class's ``load()`` raises :class:`SettingsError` naming every
+problem, so a command stops with one clear message.
 
 Secrets and modes:
 
@@ -11,6 +15,11 @@ Secrets and modes:
   origin, with password hashing weaker than OWASP's argon2id minimum, or with a
   short metrics token. It serves no metrics (unless a metrics token is set) and
   no API documents (unless ``GRIDCLEAR_API_DOCS`` turns them on).
+- In production an ingest worker refuses to start without its database and broker
+  URLs, or with a broker URL that names no user and password; the scheduler
+  refuses without its database and Redis URLs, or with an accelerated or shifted
+  market clock (acceleration is for demos and tests: accelerated slots are real
+  rows).
 - In development, when no key is configured, :meth:`Settings.load` generates a
   fresh one for this process start and logs a warning: tokens then die with the
   process, and nothing secret is ever written to the repository. ``serve`` hands
@@ -21,8 +30,10 @@ Secrets and modes:
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -31,11 +42,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gridclear.cloud import env as names
 from gridclear.cloud.errors import GridclearCloudError
+from gridclear.cloud.logs import LOG_LEVELS
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
     "MIN_METRICS_TOKEN_CHARS",
     "OWASP_ARGON2_MIN_MEMORY_KIB",
+    "DatabaseSettings",
+    "IngestSettings",
+    "ProcessSettings",
+    "SchedulerSettings",
     "Settings",
     "SettingsError",
     "generate_signing_key_pem",
@@ -83,8 +99,8 @@ def generate_signing_key_pem() -> str:
     ).decode()
 
 
-class Settings(BaseSettings):
-    """What the API needs to run. Field docs name the environment variable."""
+class ProcessSettings(BaseSettings):
+    """What every cloud process reads: its mode and how it logs."""
 
     model_config = SettingsConfigDict(
         extra="ignore",
@@ -97,6 +113,42 @@ class Settings(BaseSettings):
         default="development", validation_alias=names.ENV
     )
     """GRIDCLEAR_ENV."""
+    log_format: Literal["json", "text"] = Field(default="json", validation_alias=names.LOG_FORMAT)
+    """GRIDCLEAR_LOG_FORMAT: ``json`` (one object per line) or ``text``."""
+    log_level: str = Field(default="INFO", validation_alias=names.LOG_LEVEL)
+    """GRIDCLEAR_LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"use one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
+
+    @classmethod
+    def load(cls) -> Self:
+        """Settings from the environment; raises :class:`SettingsError` naming every problem."""
+        return cls._build({})
+
+    @classmethod
+    def _build(cls, overrides: dict[str, Any]) -> Self:
+        """Settings from the environment, with ``overrides`` (by variable name) on top.
+
+        ``None`` overrides are ignored (an option not given); raises
+        :class:`SettingsError` naming every problem.
+        """
+        from pydantic import ValidationError
+
+        given = {key: value for key, value in overrides.items() if value is not None}
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from exc
+
+
+class Settings(ProcessSettings):
+    """What the API needs to run. Field docs name the environment variable."""
+
     database_url: str | None = Field(default=None, validation_alias=names.DATABASE_URL)
     """GRIDCLEAR_DATABASE_URL: PostgreSQL conninfo or URL."""
     redis_url: str | None = Field(default=None, validation_alias=names.REDIS_URL)
@@ -151,8 +203,6 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(
         default=64 * 1024, ge=8, le=4 * 1024 * 1024, validation_alias=names.ARGON2_MEMORY_KIB
     )
-    log_format: Literal["json", "text"] = Field(default="json", validation_alias=names.LOG_FORMAT)
-    log_level: str = Field(default="INFO", validation_alias=names.LOG_LEVEL)
     forwarded_allow_ips: str = Field(
         default="127.0.0.1", validation_alias=names.FORWARDED_ALLOW_IPS
     )
@@ -280,18 +330,13 @@ class Settings(BaseSettings):
         return key
 
     @classmethod
-    def load(cls) -> Settings:
+    def load(cls) -> Self:
         """Settings from the environment; in development, a per-process key when none is set.
 
         Raises :class:`SettingsError` (with every problem named) when the
         configuration is unusable.
         """
-        from pydantic import ValidationError
-
-        try:
-            settings = cls()
-        except ValidationError as exc:
-            raise SettingsError(_describe(exc)) from exc
+        settings = cls._build({})
         if settings.env == "development" and (
             settings.jwt_private_key is None and settings.jwt_private_key_file is None
         ):
@@ -307,13 +352,168 @@ class Settings(BaseSettings):
         return settings
 
 
+class DatabaseSettings(ProcessSettings):
+    """What a command that only needs the database reads (``devices``, ``migrate``)."""
+
+    database_url: str | None = Field(default=None, validation_alias=names.DATABASE_URL)
+    """GRIDCLEAR_DATABASE_URL (or ``--database-url`` where a command has it)."""
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def database(self, *, option: str | None = None) -> str:
+        """The database URL; raises :class:`SettingsError` naming the variable when unset."""
+        if not self.database_url:
+            alternative = f" or {option}" if option else ""
+            raise SettingsError(f"set {names.DATABASE_URL}{alternative}")
+        return self.database_url
+
+
+class IngestSettings(DatabaseSettings):
+    """What an ingest worker (``gridclear-cloud ingest``) reads from the environment.
+
+    The command's ``--database-url`` and ``--mqtt-url`` override the variables; the
+    worker's tuning (batch size, windows, bounds) comes from options only (see
+    ``gridclear-cloud ingest --help``).
+    """
+
+    mqtt_url: str | None = Field(default=None, validation_alias=names.MQTT_URL)
+    """GRIDCLEAR_MQTT_URL (or ``--mqtt-url``): ``mqtt://user:password@host:port``, or mqtts://."""
+
+    @field_validator("mqtt_url", mode="before")
+    @classmethod
+    def _mqtt_unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("mqtt", "mqtts"):
+            raise ValueError("must be an mqtt:// or mqtts:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _ingest_production(self) -> Self:
+        if self.env == "production":
+            problems = []
+            if not self.database_url:
+                problems.append(f"set {names.DATABASE_URL}")
+            if not self.mqtt_url:
+                problems.append(f"set {names.MQTT_URL}")
+            else:
+                parts = urlsplit(self.mqtt_url)
+                if not parts.username or not parts.password:
+                    problems.append(
+                        f"{names.MQTT_URL} must name the cloud's broker user and password "
+                        "(mqtt://gridclear-cloud:<password>@host:1883)"
+                    )
+            if problems:
+                raise ValueError("refusing to run in production: " + "; ".join(problems))
+        return self
+
+    @classmethod
+    def load(cls, *, database_url: str | None = None, mqtt_url: str | None = None) -> Self:
+        """Settings from the environment; the arguments (options given) take precedence.
+
+        Raises :class:`SettingsError` when the configuration is unusable.
+        """
+        return cls._build({names.DATABASE_URL: database_url, names.MQTT_URL: mqtt_url})
+
+    def urls(self) -> tuple[str, str]:
+        """``(database_url, mqtt_url)``; raises :class:`SettingsError` naming what is unset."""
+        database = self.database(option="--database-url")
+        if not self.mqtt_url:
+            raise SettingsError(f"set {names.MQTT_URL} or --mqtt-url")
+        return database, self.mqtt_url
+
+
+class SchedulerSettings(DatabaseSettings):
+    """What the market scheduler (``gridclear-cloud scheduler``) reads from the environment.
+
+    ``--speed``, ``--epoch`` and ``--interval`` override the market variables.
+    """
+
+    redis_url: str | None = Field(default=None, validation_alias=names.REDIS_URL)
+    """GRIDCLEAR_REDIS_URL: where slot and order events are published (none: not published)."""
+    redis_key_prefix: str = Field(default="gridclear:", validation_alias=names.REDIS_KEY_PREFIX)
+    """GRIDCLEAR_REDIS_KEY_PREFIX: the API's prefix, so that its instances hear the events."""
+    market_speed: float = Field(default=1.0, validation_alias=names.MARKET_SPEED)
+    """GRIDCLEAR_MARKET_SPEED (or ``--speed``): market time acceleration (1: real time)."""
+    market_epoch: datetime | None = Field(default=None, validation_alias=names.MARKET_EPOCH)
+    """GRIDCLEAR_MARKET_EPOCH (or ``--epoch``): RFC 3339 market time to start from (None: now)."""
+    scheduler_interval_s: float = Field(default=1.0, validation_alias=names.SCHEDULER_INTERVAL_S)
+    """GRIDCLEAR_SCHEDULER_INTERVAL_S (or ``--interval``): wall seconds between ticks."""
+
+    @field_validator("redis_url", "market_epoch", mode="before")
+    @classmethod
+    def _scheduler_unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _scheduler_check(self) -> Self:
+        # The option and the variable share these checks, so the messages name both.
+        if not 0 < self.market_speed <= 100_000:
+            raise ValueError(
+                f"speed must be above 0 and at most 100000 (--speed, {names.MARKET_SPEED})"
+            )
+        if self.market_epoch is not None and self.market_epoch.tzinfo is None:
+            raise ValueError(
+                f"the epoch needs a UTC offset, e.g. 2026-05-04T06:00:00Z "
+                f"(--epoch, {names.MARKET_EPOCH})"
+            )
+        if not 0.01 <= self.scheduler_interval_s <= 3600:
+            raise ValueError(
+                "the interval must be 0.01 to 3600 seconds "
+                f"(--interval, {names.SCHEDULER_INTERVAL_S})"
+            )
+        if self.env == "production":
+            problems = []
+            if not self.database_url:
+                problems.append(f"set {names.DATABASE_URL}")
+            if not self.redis_url:
+                problems.append(f"set {names.REDIS_URL}: without it no one hears of the slots")
+            if self.market_speed != 1 or self.market_epoch is not None:
+                problems.append(
+                    f"the market clock must be real time: no {names.MARKET_SPEED} or "
+                    f"{names.MARKET_EPOCH} (--speed, --epoch are for demos and tests)"
+                )
+            if problems:
+                raise ValueError("refusing to run in production: " + "; ".join(problems))
+        return self
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        speed: float | None = None,
+        epoch: datetime | str | None = None,
+        interval_s: float | None = None,
+    ) -> Self:
+        """Settings from the environment; the arguments (options given) take precedence.
+
+        Raises :class:`SettingsError` when the configuration is unusable.
+        """
+        return cls._build(
+            {
+                names.MARKET_SPEED: speed,
+                names.MARKET_EPOCH: epoch,
+                names.SCHEDULER_INTERVAL_S: interval_s,
+            }
+        )
+
+
 def _describe(exc: Exception) -> str:
+    """Every problem of a failed validation, each naming its variable."""
     from pydantic import ValidationError
 
     if not isinstance(exc, ValidationError):
         return str(exc)
     parts = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "settings"
-        parts.append(f"{where}: {error['msg']}")
-    return "invalid configuration: " + "; ".join(parts)
+        cause = error.get("ctx", {}).get("error")
+        message = str(cause) if isinstance(cause, ValueError) else error["msg"]
+        where = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)

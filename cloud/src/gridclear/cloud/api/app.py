@@ -55,7 +55,6 @@ from gridclear.cloud import __version__
 from gridclear.cloud.api.deps import API_GROUP, rate_limit
 from gridclear.cloud.api.envelope import failure_body
 from gridclear.cloud.api.errors import ApiError, ErrorCode, refusal
-from gridclear.cloud.api.logs import configure_logging
 from gridclear.cloud.api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from gridclear.cloud.api.middleware import BodyLimit, NoNul, RequestContext
 from gridclear.cloud.api.ratelimit import RateLimiter
@@ -78,6 +77,7 @@ from gridclear.cloud.identity.nonces import NonceStore
 from gridclear.cloud.identity.passwords import Passwords
 from gridclear.cloud.identity.sessions import SessionRevocations
 from gridclear.cloud.identity.tokens import AccessTokens
+from gridclear.cloud.logs import configure_logging
 from gridclear.cloud.market.metrics import MarketMetrics
 from gridclear.cloud.market.placement import ConfigCache, OrderPlacer
 from gridclear.cloud.realtime.metrics import RealtimeMetrics

@@ -23,8 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gridclear.cloud.api.envelope import failure_body
 from gridclear.cloud.api.errors import ErrorCode
-from gridclear.cloud.api.logs import request_id_var
 from gridclear.cloud.api.metrics import ApiMetrics
+from gridclear.cloud.logs import request_id_var
 
 __all__ = ["BodyLimit", "NoNul", "RequestContext", "json_error"]
 

@@ -19,8 +19,8 @@ import os
 import sys
 
 from gridclear.cloud import env
-from gridclear.cloud.api.logs import configure_logging
-from gridclear.cloud.settings import Settings, SettingsError
+from gridclear.cloud.logs import configure_logging
+from gridclear.cloud.settings import ProcessSettings, Settings, SettingsError
 
 __all__ = ["serve"]
 
@@ -32,11 +32,13 @@ def serve(*, host: str, port: int, workers: int, migrate_first: bool = False) ->
     import uvicorn
 
     try:
+        # Logging first, so that what loading the settings logs is in the same format.
+        logs = ProcessSettings.load()
+        configure_logging(level=logs.log_level, fmt=logs.log_format)
         settings = Settings.load()
     except SettingsError as exc:
         print(f"gridclear-cloud serve: {exc}", file=sys.stderr)
         return 2
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
     if not settings.database_url or not settings.redis_url:
         print(f"gridclear-cloud serve: set {env.DATABASE_URL} and {env.REDIS_URL}", file=sys.stderr)
         return 2

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import enum
 import gc
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gridclear.cloud import env
@@ -26,11 +26,22 @@ __all__ = ["add_ingest_commands"]
 _T = TypeVar("_T")
 
 
-def _url(value: str | None, variable: str, what: str) -> str:
-    url = value or os.environ.get(variable)
-    if not url:
-        raise SystemExit(f"gridclear-cloud: set {variable} or --{what}")
-    return url
+def _settings(args: argparse.Namespace) -> tuple[str, str]:
+    """``(database_url, mqtt_url)`` from the settings and options; logging configured.
+
+    Exits with the settings' message when the configuration is unusable (production
+    refuses missing URLs and an MQTT URL without credentials).
+    """
+    from gridclear.cloud.logs import configure_logging
+    from gridclear.cloud.settings import IngestSettings, SettingsError
+
+    try:
+        settings = IngestSettings.load(database_url=args.database_url, mqtt_url=args.mqtt_url)
+        urls = settings.urls()
+    except SettingsError as exc:
+        raise SystemExit(f"gridclear-cloud ingest: {exc}") from None
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return urls
 
 
 def _client_id(value: str) -> str:
@@ -93,7 +104,10 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--migrate", action="store_true", help="apply pending migrations before starting"
     )
     ingest.set_defaults(handler=_ingest, default_client_id=default_client_id)
+    _add_devices_command(commands)
 
+
+def _add_devices_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     devices = commands.add_parser("devices", help="register gateways, keys and meters")
     actions = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
 
@@ -148,7 +162,11 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     revoke.add_argument("--reason", default=None)
     revoke.set_defaults(handler=_devices_revoke)
 
-    show = actions.add_parser("list", help="list gateways with status and chain health")
+    show = actions.add_parser(
+        "list",
+        help="list gateways with status and chain health (GET /api/devices's fields)",
+    )
+    show.add_argument("--json", action="store_true", help="a JSON list instead of a table")
     show.set_defaults(handler=_devices_list)
 
     meter = actions.add_parser("meter", help="bind a meter to an owner and a role")
@@ -158,6 +176,7 @@ def add_ingest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     meter.add_argument("--role", choices=["import", "export", "both"], default="import")
     meter.add_argument("--serial", default=None)
     meter.add_argument("--model", default=None)
+    meter.add_argument("--json", action="store_true", help="a JSON object instead of a table")
     meter.set_defaults(handler=_devices_meter)
 
 
@@ -242,14 +261,10 @@ def _ingest(args: argparse.Namespace) -> int:
     from gridclear.cloud.ingest.worker import IngestWorker, WorkerConfig
     from gridclear.cloud.storage.migrations import migrate
 
-    logging.basicConfig(
-        level=os.environ.get(env.LOG_LEVEL, "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    database_url = _url(args.database_url, env.DATABASE_URL, "database-url")
+    database_url, mqtt_url = _settings(args)
     config = WorkerConfig(
         database_url=database_url,
-        mqtt_url=_url(args.mqtt_url, env.MQTT_URL, "mqtt-url"),
+        mqtt_url=mqtt_url,
         client_id=args.client_id or args.default_client_id(),
         group=args.group,
         topic_prefix=args.topic_prefix,
@@ -314,7 +329,12 @@ def _db(func: Callable[[Any], Awaitable[_T]]) -> _T:
     from psycopg import AsyncConnection
     from psycopg.rows import dict_row
 
-    url = _url(None, env.DATABASE_URL, "database-url")
+    from gridclear.cloud.settings import DatabaseSettings, SettingsError
+
+    try:
+        url = DatabaseSettings.load().database()
+    except SettingsError as exc:
+        raise SystemExit(f"gridclear-cloud devices: {exc}") from None
 
     async def main() -> _T:
         async with await AsyncConnection.connect(
@@ -330,8 +350,45 @@ def _fail(error: Exception) -> int:
     return 1
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
+def _api_fields(item: Any, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A registry record as the API shows it: camelCase names, RFC 3339 UTC times.
+
+    The names come from the same alias generator as the API's models, so a listing
+    here and the API's response for the same rows have the same fields.
+    """
+    from pydantic.alias_generators import to_camel
+
+    shown: dict[str, Any] = {}
+    for name, value in asdict(item).items():
+        if name in without:
+            continue
+        if isinstance(value, datetime):
+            shown[to_camel(name)] = _rfc3339(value)
+        elif isinstance(value, enum.Enum):
+            shown[to_camel(name)] = value.value
+        else:
+            shown[to_camel(name)] = value
+    return shown
+
+
+def _rfc3339(moment: datetime) -> str:
+    """``2026-05-04T10:00:00.123456Z``: UTC, as the API writes times."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _print_rows(rows: list[dict[str, Any]], *, as_json: bool) -> None:
+    """``rows`` as a JSON list, or as a table with the field names as its header."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("(none)")
+        return
+    header = list(rows[0])
+    cells = [["-" if row[k] is None else str(row[k]) for k in header] for row in rows]
+    widths = [max(len(h), *(len(line[i]) for line in cells)) for i, h in enumerate(header)]
+    for line in [header, *cells]:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
 def _devices_add(args: argparse.Namespace) -> int:
@@ -429,7 +486,9 @@ def _devices_list(args: argparse.Namespace) -> int:
     from gridclear.cloud import devices
 
     async def run(conn: Any) -> int:
-        _print_json([asdict(d) for d in await devices.list_devices(conn, limit=10_000)])
+        found = await devices.list_devices(conn, limit=10_000)
+        # GET /api/devices's fields: the database's row id is not one of them.
+        _print_rows([_api_fields(d, without=("id",)) for d in found], as_json=args.json)
         return 0
 
     return _guarded(run)
@@ -448,7 +507,11 @@ def _devices_meter(args: argparse.Namespace) -> int:
             serial=args.serial,
             model=args.model,
         )
-        _print_json(asdict(meter))
+        rows = [_api_fields(meter)]  # GET /api/meters's fields
+        if args.json:
+            print(json.dumps(rows[0], indent=2))
+        else:
+            _print_rows(rows, as_json=False)
         return 0
 
     return _guarded(run)

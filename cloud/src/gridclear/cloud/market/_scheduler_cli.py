@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import logging
 import signal
 import sys
-from datetime import datetime
+from typing import TYPE_CHECKING
 
 from gridclear.cloud import env
 from gridclear.cloud.market.clock import MarketClock
+
+if TYPE_CHECKING:
+    from gridclear.cloud.settings import SchedulerSettings
 
 __all__ = ["add_scheduler_command"]
 
@@ -58,50 +61,49 @@ def _fail(message: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gridclear.cloud.api.logs import configure_logging
+    from gridclear.cloud.logs import configure_logging
+    from gridclear.cloud.settings import SchedulerSettings, SettingsError
 
-    url = os.environ.get(env.DATABASE_URL)
-    if not url:
-        return _fail(f"set {env.DATABASE_URL}")
     try:
-        speed = float(args.speed or os.environ.get(env.MARKET_SPEED) or 1.0)
-        interval = float(args.interval or os.environ.get(env.SCHEDULER_INTERVAL_S) or 1.0)
-        epoch_text = args.epoch or os.environ.get(env.MARKET_EPOCH)
-        epoch = datetime.fromisoformat(epoch_text) if epoch_text else None
-        if not 0.01 <= interval <= 3600:
-            raise ValueError("the interval must be 0.01 to 3600 seconds")
-        clock = MarketClock(speed=speed) if epoch is None else MarketClock(speed, epoch)
-    except ValueError as exc:
-        return _fail(str(exc))
-    configure_logging(
-        level=os.environ.get(env.LOG_LEVEL, "INFO"),
-        fmt="text" if os.environ.get(env.LOG_FORMAT) == "text" else "json",
-    )
-    asyncio.run(
-        _serve(
-            url,
-            clock,
-            interval,
-            os.environ.get(env.REDIS_URL),
-            os.environ.get(env.REDIS_KEY_PREFIX, "gridclear:"),
+        settings = SchedulerSettings.load(
+            speed=args.speed, epoch=args.epoch, interval_s=args.interval
         )
+    except SettingsError as exc:
+        return _fail(str(exc))
+    if not settings.database_url:
+        return _fail(f"set {env.DATABASE_URL}")
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    if settings.log_level != "DEBUG":
+        # APScheduler logs every run of every job at INFO: once a second per job.
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    clock = (
+        MarketClock(speed=settings.market_speed)
+        if settings.market_epoch is None
+        else MarketClock(settings.market_speed, settings.market_epoch)
     )
+    asyncio.run(_serve(settings, settings.database_url, clock))
     return 0
 
 
-async def _serve(
-    url: str, clock: MarketClock, interval: float, redis_url: str | None, prefix: str
-) -> None:
+async def _serve(settings: SchedulerSettings, url: str, clock: MarketClock) -> None:
     from gridclear.cloud.market.scheduler import Scheduler
     from gridclear.cloud.realtime import EventPublisher
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Installed whatever the inherited disposition: a script's background job starts
+    # with SIGINT ignored, and must still stop on it.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    events = EventPublisher.from_redis_url(redis_url, key_prefix=prefix) if redis_url else None
+    events = (
+        EventPublisher.from_redis_url(settings.redis_url, key_prefix=settings.redis_key_prefix)
+        if settings.redis_url
+        else None
+    )
     try:
-        await Scheduler(database_url=url, clock=clock, events=events, interval_s=interval).run(stop)
+        await Scheduler(
+            database_url=url, clock=clock, events=events, interval_s=settings.scheduler_interval_s
+        ).run(stop)
     finally:
         if events is not None:
             await events.aclose()

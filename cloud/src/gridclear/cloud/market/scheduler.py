@@ -1,27 +1,35 @@
 """``gridclear-cloud scheduler``: opens, closes, clears and hands over slots on time.
 
-One scheduler acts at a time: each holds a dedicated PostgreSQL connection and
-tries ``pg_try_advisory_lock`` on it before every tick. The one that holds the lock
-ticks; the others stand by and take over within one interval when it stops (the
-lock dies with its connection). Even without the lock, two ticks never double-act
-(see :mod:`.service`), so the lock saves work rather than guarding correctness.
+The periodic jobs run on APScheduler 3 (``AsyncIOScheduler``), one interval job per
+:class:`PeriodicJob`: the market tick now; settlement and reconciliation join the
+same way (:meth:`Scheduler.jobs`). Every job is coalesced (runs missed while the
+process was stalled collapse into one), never runs twice at once
+(``max_instances=1``) and runs however late it is (no misfire grace): a job's
+correctness comes from the stored states, not from its run times, so a late run
+is a catch-up, never a duplicate. A tick that finds slots whose times have passed
+moves each as far as it should be, oldest first (see :mod:`.service`).
 
-Why a plain asyncio loop rather than APScheduler: there is one periodic job, and
-its correctness comes from the slots' stored states, not from run times: a
-scheduler that was down simply finds slots whose times have passed and moves them
-along in order. APScheduler's misfire handling and job stores would add a second,
-conflicting notion of "missed", and the lock must live on one connection the loop
-owns and reconnects.
+One scheduler acts at a time: each holds a dedicated PostgreSQL connection and
+tries ``pg_try_advisory_lock`` on it before every job run. The one that holds the
+lock runs the jobs on that connection, one at a time; the others stand by, say so
+once, and take over within one interval when it stops (the lock dies with its
+connection), saying that too. Even without the lock, two ticks never double-act
+(see :mod:`.service`), so the lock saves work rather than guarding correctness.
+The connection is this module's, not APScheduler's: it is opened on the first
+run, and dropped and opened again after a database failure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import psycopg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 
@@ -30,18 +38,35 @@ from gridclear.cloud.market.events import EventSink
 from gridclear.cloud.market.service import TickReport, tick
 from gridclear.cloud.market.store import record_clock
 
-__all__ = ["SCHEDULER_LOCK_KEY", "Scheduler"]
+__all__ = ["MARKET_TICK_JOB", "SCHEDULER_LOCK_KEY", "PeriodicJob", "Scheduler"]
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_LOCK_KEY = 0x67726964_7363_6864  # "gridschd": no other gridclear lock uses it
 
+MARKET_TICK_JOB = "market_tick"
+"""The APScheduler job id of the market tick."""
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    """Work the acting scheduler runs every ``every_s`` wall seconds.
+
+    ``run`` receives the connection that holds the scheduler lock (autocommit, dict
+    rows). Jobs share it one at a time, so a job must leave no transaction open.
+    """
+
+    id: str
+    every_s: float
+    run: Callable[[AsyncConnection[DictRow]], Awaitable[None]]
+
 
 @dataclass
 class Scheduler:
-    """Runs :func:`~gridclear.cloud.market.service.tick` every ``interval_s`` wall seconds.
+    """Runs :meth:`jobs` on APScheduler while it holds the scheduler lock.
 
-    ``ticks`` counts the ticks this scheduler ran (it holds the lock for each).
+    ``ticks`` counts the market ticks this scheduler ran (it holds the lock for
+    each); ``leader`` says whether it held the lock at its last attempt.
     """
 
     database_url: str
@@ -50,44 +75,55 @@ class Scheduler:
     interval_s: float = 1.0
     ticks: int = 0
     leader: bool = False
+    _conn: AsyncConnection[DictRow] | None = field(default=None, init=False, repr=False)
+    _one_at_a_time: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _standing_by: bool = field(default=False, init=False, repr=False)
+    _in_flight: set[asyncio.Task[object]] = field(default_factory=set, init=False, repr=False)
+    _apscheduler: AsyncIOScheduler | None = field(default=None, init=False, repr=False)
+
+    def jobs(self) -> list[PeriodicJob]:
+        """The periodic jobs, each an APScheduler interval job of the same id."""
+        return [PeriodicJob(id=MARKET_TICK_JOB, every_s=self.interval_s, run=self._market_tick)]
+
+    @property
+    def apscheduler(self) -> AsyncIOScheduler | None:
+        """The APScheduler instance while :meth:`run` runs (None before and after)."""
+        return self._apscheduler
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Tick until ``stop`` is set; reconnects after a database failure."""
-        while not stop.is_set():
-            try:
-                await self._run_connected(stop)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                self.leader = False
-                log.warning("scheduler lost the database (%s); retrying", exc)
-                await _wait(stop, self.interval_s)
+        """Run the jobs until ``stop`` is set; reconnects after a database failure.
 
-    async def _run_connected(self, stop: asyncio.Event) -> None:
-        conn: AsyncConnection[DictRow] = await AsyncConnection.connect(
-            self.database_url, autocommit=True, row_factory=dict_row
+        On ``stop`` no job starts again, the jobs running finish, and the lock's
+        connection closes, which hands the lock to a standby.
+        """
+        scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        async with conn:
-            while not stop.is_set():
-                if await self._hold_lock(conn):
-                    report = await self.tick_once(conn)
-                    if report.created or report.moves:
-                        log.info(
-                            "scheduler tick: %d slots created; %s",
-                            report.created,
-                            ", ".join(f"slot {i} {s.value}" for i, s in report.moves) or "no moves",
-                        )
-                await _wait(stop, self.interval_s)
-
-    async def _hold_lock(self, conn: AsyncConnection[DictRow]) -> bool:
-        if self.leader:
-            return True
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (SCHEDULER_LOCK_KEY,))
-        row = await cur.fetchone()
-        self.leader = bool(row and row["got"])
-        if self.leader:
-            log.info("scheduler holds the market lock and acts")
-        return self.leader
+        now = datetime.now(UTC)
+        for job in self.jobs():
+            scheduler.add_job(
+                self._as_leader,
+                IntervalTrigger(seconds=job.every_s, timezone=UTC),
+                args=(job,),
+                id=job.id,
+                name=job.id,
+                next_run_time=now,  # the first run at once, not one interval later
+            )
+        scheduler.start()
+        self._apscheduler = scheduler
+        try:
+            await stop.wait()
+        finally:
+            scheduler.pause()
+            # Let the runs under way finish (APScheduler's shutdown would cancel them).
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            scheduler.shutdown(wait=False)
+            self._apscheduler = None
+            await self._close()
 
     async def tick_once(self, conn: AsyncConnection[DictRow]) -> TickReport:
+        """One market tick at the clock's time, recorded first; counts it in ``ticks``."""
         now = self.clock.now()
         # The API judges gate closure by this clock: record it before acting on it.
         await record_clock(conn, now=now, speed=self.clock.speed)
@@ -95,7 +131,69 @@ class Scheduler:
         self.ticks += 1
         return report
 
+    async def _market_tick(self, conn: AsyncConnection[DictRow]) -> None:
+        report = await self.tick_once(conn)
+        if report.created or report.moves:
+            log.info(
+                "scheduler tick: %d slots created; %s",
+                report.created,
+                ", ".join(f"slot {i} {s.value}" for i, s in report.moves) or "no moves",
+            )
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    async def _as_leader(self, job: PeriodicJob) -> None:
+        """APScheduler's entry point: ``job`` runs if this scheduler holds the lock."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            async with self._one_at_a_time:
+                conn = await self._lead()
+                if conn is not None:
+                    await job.run(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # The lock died with the connection: after reconnecting, act or stand by anew.
+            self.leader = False
+            self._standing_by = False
+            log.warning("scheduler lost the database (%s); retrying", exc)
+            await self._close()
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _lead(self) -> AsyncConnection[DictRow] | None:
+        """The lock's connection if this scheduler holds the lock (taking it if free)."""
+        if self._conn is None or self._conn.closed:
+            self._conn = await AsyncConnection.connect(
+                self.database_url, autocommit=True, row_factory=dict_row
+            )
+            self.leader = False
+        if self.leader:
+            return self._conn
+        cur = await self._conn.execute(
+            "SELECT pg_try_advisory_lock(%s) AS got", (SCHEDULER_LOCK_KEY,)
+        )
+        row = await cur.fetchone()
+        self.leader = bool(row and row["got"])
+        if self.leader:
+            if self._standing_by:
+                log.info(
+                    "scheduler takes over: the acting scheduler stopped; "
+                    "this one now holds the market lock and acts"
+                )
+            else:
+                log.info("scheduler holds the market lock and acts")
+            self._standing_by = False
+            return self._conn
+        if not self._standing_by:
+            log.info(
+                "scheduler standing by: another scheduler holds the market lock; "
+                "this one takes over within %g s when that one stops",
+                self.interval_s,
+            )
+            self._standing_by = True
+        return None
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
