@@ -29,8 +29,8 @@ from cloud.tests.api_support import Api, Clock, bearer, test_settings
 from fastapi import FastAPI
 
 from gridclear.cloud.api.app import create_app
+from gridclear.cloud.api.realtime import RealtimeServer
 from gridclear.cloud.realtime import Event, EventPublisher, timeslot_room
-from gridclear.cloud.realtime.server import RealtimeServer
 from gridclear.cloud.settings import Settings
 from gridclear.cloud.storage.migrations import migrate
 from gridclear.devtools.net import free_port

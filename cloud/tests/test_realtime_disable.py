@@ -22,7 +22,7 @@ from cloud.tests.test_realtime import (
     signed_in,
 )
 
-from gridclear.cloud.realtime.server import RealtimeServer
+from gridclear.cloud.api.realtime import RealtimeServer
 from gridclear.cloud.settings import Settings
 
 

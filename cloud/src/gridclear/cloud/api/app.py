@@ -58,6 +58,7 @@ from gridclear.cloud.api.errors import ApiError, ErrorCode, refusal
 from gridclear.cloud.api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from gridclear.cloud.api.middleware import BodyLimit, NoNul, RequestContext
 from gridclear.cloud.api.ratelimit import RateLimiter
+from gridclear.cloud.api.realtime import RealtimeServer
 from gridclear.cloud.api.routes import (
     admin,
     auth,
@@ -106,10 +107,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     now = clock or _utc_now
     metrics = ApiMetrics()
     market_metrics = MarketMetrics(metrics.registry)
-    # Imported here: the real-time server uses the API's dependencies, and
-    # gridclear.cloud.realtime must stay importable on its own (the scheduler).
-    from gridclear.cloud.realtime.server import RealtimeServer
-
     realtime = RealtimeServer(
         redis_url=settings.redis_url,
         key_prefix=settings.redis_key_prefix,

@@ -46,6 +46,7 @@ __all__ = [
     "require_role",
     "require_scope",
     "services_of",
+    "token_principal",
     "trading_user_id",
 ]
 
@@ -173,7 +174,7 @@ async def current_principal(request: Request) -> Principal:
         principal = await _key_principal(services, credentials)
         await _admit(services, principal.rate_key, client=client)
     else:
-        principal = await _token_principal(services, credentials, client=client)
+        principal = await token_principal(services, credentials, client=client)
     if client is not None:
         request.state.api_counted = True
     request.state.principal = principal
@@ -211,10 +212,17 @@ async def _admitted_claims(
     return claims
 
 
-async def _token_principal(
+async def token_principal(
     services: Services, token: str, *, client: str | None = None
 ) -> Principal:
-    """The session behind an access token; its identity (and ``client``) counted."""
+    """The session behind an access token, checked exactly as REST checks a bearer token.
+
+    Signature, expiry, revoked session, disabled account and rate limits: any
+    refusal raises :class:`ApiError` (``invalid_token``, ``token_expired``,
+    ``rate_limited``) and counts it. The identity is counted against its rate
+    limit, and ``client`` (an address) too when given. The real-time server
+    calls it at connect, so a socket is admitted exactly when a request would be.
+    """
     claims = await _admitted_claims(services, token, client=client)
     user = await services.users.get(claims.user_id)
     if user is None or user.disabled:

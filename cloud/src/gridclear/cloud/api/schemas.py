@@ -11,6 +11,7 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 from gridclear.cloud.api.envelope import ApiModel
 from gridclear.cloud.audit import AuditEntry
 from gridclear.cloud.identity.accounts import User
+from gridclear.cloud.identity.emails import MAX_EMAIL_CHARS, normalize_email
 from gridclear.cloud.identity.keystore import ApiKey
 from gridclear.cloud.identity.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 from gridclear.cloud.identity.roles import Role, Scope
@@ -42,19 +43,9 @@ __all__ = [
     "VerifyIn",
 ]
 
-# Deliverability is proven only by sending mail, which is not this service's job;
-# a shape check (and lower-casing) is all that is useful here, so no extra library.
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
-
-
-def _email(value: str) -> str:
-    value = value.strip().lower()
-    if len(value) > 254 or not _EMAIL.match(value):
-        raise ValueError("not an email address")
-    return value
-
-
-Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_email)]
+Email = Annotated[
+    str, Field(min_length=3, max_length=MAX_EMAIL_CHARS), AfterValidator(normalize_email)
+]
 NewPassword = Annotated[str, Field(min_length=MIN_PASSWORD_CHARS, max_length=MAX_PASSWORD_CHARS)]
 AnyPassword = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_CHARS)]
 WalletAddress = Annotated[

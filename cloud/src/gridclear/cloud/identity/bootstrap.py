@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from gridclear.cloud import env
 from gridclear.cloud.audit import AuditEvent
 from gridclear.cloud.errors import GridclearCloudError
+from gridclear.cloud.identity.emails import normalize_email
 from gridclear.cloud.identity.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 from gridclear.cloud.identity.roles import Role
 from gridclear.cloud.settings import Settings, SettingsError
@@ -65,12 +66,10 @@ def create_admin(
     promote_existing: bool = False,
 ) -> int:
     """Create (or, with ``promote_existing``, promote) the admin; returns the user id."""
-    from gridclear.cloud.api.schemas import _email
-
     if not settings.database_url:
         raise SettingsError(f"set {env.DATABASE_URL}")
     try:
-        email = _email(email)
+        email = normalize_email(email)
     except ValueError as exc:
         raise BootstrapError(f"{email!r} is not an email address") from exc
     hasher = PasswordHasher(

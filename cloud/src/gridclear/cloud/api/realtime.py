@@ -13,7 +13,7 @@
   with :meth:`~gridclear.cloud.realtime.EventPublisher.access_changed`: every
   instance runs the same checks on that user's connections at once
   (:meth:`RealtimeServer.recheck_user`).
-- Emits go through :class:`~gridclear.cloud.realtime._manager.RedisFanout`, so
+- Emits go through :class:`~gridclear.cloud.realtime.RedisFanout`, so
   every API instance of a deployment delivers every event to its own clients.
 """
 
@@ -30,21 +30,22 @@ from typing import Any
 
 import socketio
 
-from gridclear.cloud.api.deps import Principal, _token_principal, auth_failure, hit_limit
+from gridclear.cloud.api.deps import Principal, auth_failure, hit_limit, token_principal
 from gridclear.cloud.api.envelope import failure_body
 from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.api.services import Services
 from gridclear.cloud.identity import accounts
 from gridclear.cloud.identity.apikeys import KEY_MARKER
-from gridclear.cloud.realtime._manager import RedisFanout, channel_name
-from gridclear.cloud.realtime._payload import (
+from gridclear.cloud.realtime import (
     BadRequestError,
+    EventPublisher,
+    RealtimeMetrics,
+    RedisFanout,
+    channel_name,
     parse_timeslot_id,
     timeslot_room,
     user_room,
 )
-from gridclear.cloud.realtime.metrics import RealtimeMetrics
-from gridclear.cloud.realtime.publisher import EventPublisher
 
 __all__ = ["JOIN_TIMESLOT", "LEAVE_TIMESLOT", "MAX_ROOMS", "RealtimeServer"]
 
@@ -186,7 +187,7 @@ class RealtimeServer:
                 services, ErrorCode.FORBIDDEN, "Real-time events need a signed-in user's token"
             )
         # Checks the session's revocation and counts its identity's rate limit.
-        return await _token_principal(services, token)
+        return await token_principal(services, token)
 
     async def _on_disconnect(self, sid: str, reason: object = None) -> None:
         connection = self._connections.pop(sid, None)
