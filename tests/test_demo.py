@@ -89,15 +89,20 @@ def test_demo_prints_where_services_run_and_stops_cleanly(
     environment = {
         k: v for k, v in os.environ.items() if not k.startswith("GRIDCLEAR_") or k == "PATH"
     }
+    command = [
+        str(Path(sys.executable).parent / "gridclear-dev"),
+        "demo",
+        "--run-dir",
+        str(server_dir),
+        "--broker-policy",
+        str(REPO_ROOT / "deploy/mosquitto/conf.d"),
+    ]
+    if stop_signal is signal.SIGINT:
+        # As a script starts a background job: SIGINT inherited as ignored, which
+        # Python then never turns into KeyboardInterrupt by itself.
+        command = ["/bin/sh", "-c", "trap '' INT; exec \"$@\"", "sh", *command]
     with subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gridclear-dev"),
-            "demo",
-            "--run-dir",
-            str(server_dir),
-            "--broker-policy",
-            str(REPO_ROOT / "deploy/mosquitto/conf.d"),
-        ],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -79,7 +79,10 @@ def _run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"{_PROG}: bad input: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _stop)
+    # SIGINT too, explicitly: started in the background from a script, a process
+    # inherits SIGINT as ignored, and Python then raises no KeyboardInterrupt.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     try:
         run_participants(
             args.api,

@@ -395,7 +395,10 @@ def _start_market(
 
 
 def run_demo(*, run_dir: Path | None, broker_policy: Path | None, site: Path | None = None) -> int:
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # SIGINT too, explicitly: started in the background from a script, a process
+    # inherits SIGINT as ignored, and Python then raises no KeyboardInterrupt.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop_on_sigterm)
     external = {
         "postgres": os.environ.get(env.DATABASE_URL),
         "redis": os.environ.get(env.REDIS_URL),
