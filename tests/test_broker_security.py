@@ -17,8 +17,6 @@ What a gateway must not be able to do with its own password:
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import re
 import shutil
 import ssl
@@ -36,10 +34,6 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from cloud.tests.ingest_support import Gateway, count, register, running_worker, wait_for
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -50,6 +44,7 @@ from gridclear.cloud.storage.migrations import migrate
 from gridclear.devtools import REPO_ROOT
 from gridclear.devtools.localservices import BrokerTls, MosquittoServer
 from gridclear.devtools.net import free_port
+from gridclear.devtools.pki import throwaway_broker_tls
 from gridclear.shared.topics import readings_topic, validate_device_id
 
 BIN = Path(sys.executable).parent
@@ -69,60 +64,6 @@ def _compose_client_id() -> str:
 
 
 # ------------------------------------------------------------ the production broker
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _throwaway_pki(folder: Path) -> BrokerTls:
-    """A CA and a server certificate for 127.0.0.1 signed by it, valid for a day."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("gridclear broker test CA"))
-        .issuer_name(_name("gridclear broker test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    tls = BrokerTls(
-        ca_file=folder / "ca.crt", cert_file=folder / "server.crt", key_file=folder / "server.key"
-    )
-    tls.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    tls.cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    tls.key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return tls
 
 
 def _password_file(path: Path, accounts: Mapping[str, str]) -> Path:
@@ -233,7 +174,7 @@ def fleet(server_dir: Path, migrated: str) -> Iterator[Fleet]:
             secrets / "passwd-cloud", {CLOUD_USER: CLOUD_PASSWORD, "healthcheck": HEALTH_PASSWORD}
         ),
     }
-    tls = _throwaway_pki(server_dir / "pki")
+    tls = throwaway_broker_tls(server_dir / "pki")
     broker = ProductionBroker(run_dir=server_dir, tls=tls, passwords=files)
     broker.start()
     try:
