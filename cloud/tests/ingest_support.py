@@ -16,6 +16,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -35,6 +36,7 @@ __all__ = [
     "Publisher",
     "count",
     "metric",
+    "publisher",
     "register",
     "running_worker",
     "wait_for",
@@ -185,3 +187,11 @@ def running_worker(
         thread.join(20)
     assert not thread.is_alive(), "the worker did not stop"
     assert not failure, failure
+
+
+@pytest.fixture
+def publisher(mqtt_url: str, mqtt_topic_prefix: str) -> Iterator[Publisher]:
+    """A raw MQTT publisher on the test's topic prefix, closed afterwards."""
+    pub = Publisher(mqtt_url, mqtt_topic_prefix)
+    yield pub
+    pub.close()

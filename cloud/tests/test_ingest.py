@@ -4,7 +4,6 @@ duplicates skipped, the hash chain judged, statuses applied, load shared by two 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Literal
 
 import psycopg
@@ -28,13 +27,6 @@ def _gateway(url: str) -> Gateway:
     gateway = Gateway(device_id=f"gw-{uuid.uuid4().hex[:8]}")
     register(url, gateway)
     return gateway
-
-
-@pytest.fixture
-def publisher(mqtt_url: str, mqtt_topic_prefix: str) -> Iterator[Publisher]:
-    pub = Publisher(mqtt_url, mqtt_topic_prefix)
-    yield pub
-    pub.close()
 
 
 def _readings(url: str, device_id: str) -> int:

@@ -66,13 +66,6 @@ def proxy(mqtt_url: str) -> Iterator[CuttingProxy]:
     p.close()
 
 
-@pytest.fixture
-def publisher(mqtt_url: str, mqtt_topic_prefix: str) -> Iterator[Publisher]:
-    pub = Publisher(mqtt_url, mqtt_topic_prefix)
-    yield pub
-    pub.close()
-
-
 def _publish(publisher: Publisher, bodies: list[bytes]) -> None:
     for body in bodies:
         publisher.publish_raw("t/x", body)

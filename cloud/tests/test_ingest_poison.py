@@ -79,13 +79,6 @@ def gateway(migrated_db: str) -> Gateway:
     return gw
 
 
-@pytest.fixture
-def publisher(mqtt_url: str, mqtt_topic_prefix: str) -> Iterator[Publisher]:
-    pub = Publisher(mqtt_url, mqtt_topic_prefix)
-    yield pub
-    pub.close()
-
-
 def test_nesting_bombs_and_huge_strings_are_quarantined_and_the_worker_goes_on(
     migrated_db: str, mqtt_url: str, mqtt_topic_prefix: str, gateway: Gateway, publisher: Publisher
 ) -> None:
