@@ -411,15 +411,15 @@ async def test_a_standby_scheduler_takes_over_when_the_acting_one_stops(
         for _ in range(2)
     )
     stops = asyncio.Event(), asyncio.Event()
-    tasks = [
-        asyncio.create_task(s.run(stop)) for s, stop in zip((first, second), stops, strict=True)
-    ]
+    # The second starts only once the first holds the lock: started together, either may win.
+    tasks = [asyncio.create_task(first.run(stops[0]))]
     try:
 
         async def first_acts() -> bool:
             return first.leader and first.ticks > 0
 
-        await _until(first_acts)  # the first to start takes the lock (at once: no wait)
+        await _until(first_acts)
+        tasks.append(asyncio.create_task(second.run(stops[1])))
 
         async def second_stands_by() -> bool:
             return any("standing by" in r.getMessage() for r in caplog.records)
