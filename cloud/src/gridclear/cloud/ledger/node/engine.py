@@ -229,6 +229,7 @@ class LedgerEngine:
         self._window = BlockWindow(blocks)
         self._sync_sysvars()
         self._commit()
+        self.latest = self._window.latest
         log.info(
             "ledger loaded from %s: %d accounts, %d signatures, slot %d",
             self.state_dir,
