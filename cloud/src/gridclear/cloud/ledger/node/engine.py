@@ -21,9 +21,10 @@ the engine (memory and disk would disagree): every later call fails, and the
 
 **Transactions**, in a validator's order: a signature already recorded is
 ``AlreadyProcessed``; a blockhash outside the window (:mod:`.blocks`) is
-``BlockhashNotFound``; with preflight, the transaction is simulated first and a
-failure is the RPC's ``-32002`` error (``-32003`` for a bad signature) with nothing
-charged; then it executes. An execution error lands (fee charged, status with the
+``BlockhashNotFound``; then it executes. With preflight, a failure is the RPC's
+``-32002`` error (``-32003`` for a bad signature) and nothing is charged: the
+writable accounts are put back as they were, which is what simulating first
+would have found, at half the cost. An execution error lands (fee charged, status with the
 error, as on a validator); an error before execution drops it (no status). Without
 preflight a dropped transaction still answers with its signature, as a validator
 does, and simply never lands.
@@ -37,6 +38,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +56,7 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 from solders.transaction_status import TransactionErrorFieldless, TransactionErrorType
 
-from gridclear.cloud.ledger.node.blocks import Block, BlockWindow
+from gridclear.cloud.ledger.node.blocks import MAX_PROCESSING_AGE, Block, BlockWindow
 from gridclear.cloud.ledger.node.codec import (
     INTERNAL_ERROR,
     SEND_TRANSACTION_PREFLIGHT_FAILURE,
@@ -72,6 +74,7 @@ __all__ = ["EngineStats", "LedgerEngine", "SendOutcome", "Simulation"]
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_NO_ACCOUNT: Final = Account(0, b"", Pubkey.default())  # how Solana spells "no account"
 _MAX_BATCH: Final = 512
 _SLOT_HASHES: Final = 151
 
@@ -150,7 +153,11 @@ class LedgerEngine:
         self._window: BlockWindow | None = None
         self._pending_blocks: list[Block] = []
         self._pending_signatures: list[SignatureRecord] = []
-        self._pending_signature_set: set[bytes] = set()
+        # Signatures that landed in the last MAX_PROCESSING_AGE slots, by slot: only
+        # those can come back with a valid blockhash, so only those need the
+        # AlreadyProcessed check (an older one fails the blockhash check).
+        self._recent: set[bytes] = set()
+        self._recent_by_slot: deque[tuple[int, list[bytes]]] = deque()
         self._dirty: set[Pubkey] = set()
         self._tables: dict[Pubkey, list[Pubkey]] = {}
         self.latest: Block | None = None
@@ -227,6 +234,9 @@ class LedgerEngine:
             blocks = [genesis]
             self._pending_blocks.append(genesis)
         self._window = BlockWindow(blocks)
+        oldest = self._window.latest.slot - MAX_PROCESSING_AGE
+        for signature, slot in store.signatures_since(oldest):
+            self._remember(signature, slot)
         self._sync_sysvars()
         self._commit()
         self.latest = self._window.latest
@@ -332,6 +342,7 @@ class LedgerEngine:
     def _produce_block(self) -> None:
         block = self.window.advance(unix_time=_now())
         self._pending_blocks.append(block)
+        self._forget_old_signatures()
         self._sync_sysvars()
 
     def _sync_sysvars(self) -> None:
@@ -360,7 +371,6 @@ class LedgerEngine:
             self.latest = self._pending_blocks[-1]
         self._pending_blocks = []
         self._pending_signatures = []
-        self._pending_signature_set = set()
         self._dirty = set()
 
     # ------------------------------------------------------------ operations (SVM thread)
@@ -373,7 +383,22 @@ class LedgerEngine:
         return account
 
     def is_processed(self, signature: bytes) -> bool:
-        return signature in self._pending_signature_set or self.store.has_signature(signature)
+        """Whether ``signature`` landed recently enough to be sent again with a valid blockhash."""
+        return signature in self._recent
+
+    def _remember(self, signature: bytes, slot: int) -> None:
+        if not self._recent_by_slot or self._recent_by_slot[-1][0] != slot:
+            self._recent_by_slot.append((slot, []))
+        self._recent_by_slot[-1][1].append(signature)
+        self._recent.add(signature)
+
+    def _forget_old_signatures(self) -> None:
+        # Slots and heights advance together here (one block per slot), so a signature
+        # that landed more than MAX_PROCESSING_AGE slots ago has an expired blockhash.
+        oldest = self.window.latest.slot - MAX_PROCESSING_AGE
+        while self._recent_by_slot and self._recent_by_slot[0][0] < oldest:
+            _slot, signatures = self._recent_by_slot.popleft()
+            self._recent.difference_update(signatures)
 
     def writable_keys(self, message: Message | MessageV0) -> list[Pubkey]:
         """The accounts a transaction may write: its writable keys, and those it looks up."""
@@ -418,19 +443,26 @@ class LedgerEngine:
             return self._refuse(signature, TransactionErrorFieldless.AlreadyProcessed, preflight)
         if not self.window.is_valid(message.recent_blockhash):
             return self._refuse(signature, TransactionErrorFieldless.BlockhashNotFound, preflight)
-        if preflight:
-            simulated = self.svm.simulate_transaction(transaction)
-            if isinstance(simulated, FailedTransactionMetadata):
-                self.stats.preflight_failed += 1
-                error = simulated.err()
-                if error == TransactionErrorFieldless.SignatureFailure:
-                    raise RpcError(
-                        SIGNATURE_VERIFICATION_FAILURE, "Transaction signature verification failure"
-                    )
-                meta = simulated.meta()
-                raise _preflight_failure(error, meta.logs(), meta.compute_units_consumed())
         writable = self.writable_keys(message)
+        # Preflight without running the transaction twice: nothing but the writable
+        # accounts can change, so keep them, execute, and put them back if it failed.
+        # A simulation followed by the same execution would cost twice as much and
+        # find the same result: one thread, nothing in between.
+        before = [(key, self.svm.get_account(key)) for key in writable] if preflight else []
         result = self.svm.send_transaction(transaction)
+        if preflight and isinstance(result, FailedTransactionMetadata):
+            for key, account in before:
+                self.svm.set_account(key, account if account is not None else _NO_ACCOUNT)
+            self.stats.preflight_failed += 1
+            error = result.err()
+            if error == TransactionErrorFieldless.SignatureFailure:
+                raise RpcError(
+                    SIGNATURE_VERIFICATION_FAILURE, "Transaction signature verification failure"
+                )
+            failed_meta = result.meta()
+            raise _preflight_failure(
+                error, failed_meta.logs(), failed_meta.compute_units_consumed()
+            )
         self._dirty.update(writable)
         for key in writable:
             self._tables.pop(key, None)
@@ -470,7 +502,7 @@ class LedgerEngine:
                 tx=raw,
             )
         )
-        self._pending_signature_set.add(signature)
+        self._remember(signature, self.window.latest.slot)
 
     def airdrop(self, key: Pubkey, lamports: int) -> Signature:
         """Credit ``lamports`` from LiteSVM's faucet; its signature lands like any other."""

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS signatures (
     fee INTEGER NOT NULL,
     tx BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS signatures_by_slot ON signatures (slot);
 """
 
 
@@ -155,6 +156,13 @@ class LedgerStore:
             "SELECT 1 FROM signatures WHERE signature = ?", (signature,)
         ).fetchone()
         return row is not None
+
+    def signatures_since(self, slot: int) -> list[tuple[bytes, int]]:
+        """(signature, slot) of every transaction that landed at ``slot`` or later, by slot."""
+        rows = self._db.execute(
+            "SELECT signature, slot FROM signatures WHERE slot >= ? ORDER BY slot", (slot,)
+        ).fetchall()
+        return [(bytes(signature), int(landed)) for signature, landed in rows]
 
     def signature_slot(self, signature: bytes) -> tuple[int, Any] | None:
         """(slot, error JSON) of a landed transaction, or None."""
