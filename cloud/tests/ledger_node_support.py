@@ -1,4 +1,4 @@
-"""Dev-only transaction building for the ledger node's tests, with solana-py's and solders' builders.
+"""Dev-only transaction building for the ledger node's tests, with solana-py's and solders' own.
 
 Settlement builds its instructions by hand (``gridclear.cloud.ledger``); these tests
 use the libraries' own builders on purpose, so that the node is checked against

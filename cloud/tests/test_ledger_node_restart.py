@@ -1,17 +1,17 @@
-"""The ledger node's state survives a clean stop and ``kill -9``: balances, signatures, blockhashes."""
+"""The ledger node's state survives SIGTERM and ``kill -9``: balances, signatures, blockhashes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pytest
+from cloud.tests.ledger_node_support import SOL, Tokens, lamport_transfer, sign
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.core import RPCException
 from solana.rpc.models import TxOpts
 from solders.keypair import Keypair
 from solders.transaction_status import TransactionErrorFieldless
 
-from cloud.tests.ledger_node_support import SOL, Tokens, lamport_transfer, sign
 from gridclear.devtools.ledger import LedgerNodeProcess
 
 

@@ -1,4 +1,4 @@
-"""The ledger node's JSON-RPC as any client sees it: raw requests with httpx, answer shapes checked."""
+"""The ledger node's JSON-RPC as any client sees it: raw requests (httpx), answer shapes checked."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import base58
 import httpx
 import pytest
+from cloud.tests.ledger_node_support import SOL, lamport_transfer, sign
 from solders.keypair import Keypair
 from solders.message import to_bytes_versioned
 from solders.rpc.responses import (
@@ -18,7 +19,6 @@ from solders.rpc.responses import (
     SendTransactionResp,
 )
 
-from cloud.tests.ledger_node_support import SOL, lamport_transfer, sign
 from gridclear.devtools.ledger import LedgerNodeProcess
 
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import base58
 import pytest
+from cloud.tests.ledger_node_support import lamport_transfer, sign
 from hypothesis import given
 from hypothesis import strategies as st
 from solders.account import Account
@@ -18,11 +19,10 @@ from solders.transaction_status import (
     InstructionErrorCustom,
     InstructionErrorFieldless,
     TransactionErrorFieldless,
-    TransactionErrorInsufficientFundsForRent,
     TransactionErrorInstructionError,
+    TransactionErrorInsufficientFundsForRent,
 )
 
-from cloud.tests.ledger_node_support import lamport_transfer, sign
 from gridclear.cloud.ledger.node.accounts import (
     TOKEN_PROGRAM_ID,
     encode_account,

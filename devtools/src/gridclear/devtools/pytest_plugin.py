@@ -42,13 +42,13 @@ from typing import Any, TypeVar
 import pytest
 
 from gridclear.devtools import REPO_ROOT, env
+from gridclear.devtools.ledger import LedgerNodeProcess
 from gridclear.devtools.localservices import (
     LocalService,
     MosquittoServer,
     PostgresServer,
     RedisServer,
 )
-from gridclear.devtools.ledger import LedgerNodeProcess
 from gridclear.devtools.metersim import MetersimProcess
 
 __all__ = [

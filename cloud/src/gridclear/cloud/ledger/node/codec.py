@@ -65,7 +65,7 @@ _TYPE_NAME: Final = "solana_transaction::versioned::VersionedTransaction"
 
 
 class RpcError(Exception):
-    """A JSON-RPC error answer: ``code``, ``message`` and optional ``data``, as Solana writes them."""
+    """A JSON-RPC error: ``code``, ``message`` and optional ``data``, as Solana writes them."""
 
     def __init__(self, code: int, message: str, data: Any = None) -> None:
         super().__init__(message)
@@ -129,7 +129,7 @@ def decode_transaction(encoded: object, encoding: str) -> tuple[VersionedTransac
 
 
 def error_json(error: TransactionErrorType) -> Any:
-    """The JSON a validator writes for ``error`` (``"BlockhashNotFound"``, ``{"InstructionError": …}``)."""
+    """The JSON a validator writes for ``error`` (``"BlockhashNotFound"``, ``{"Instruction…``)."""
     # solders renders the error inside a simulation result exactly as the RPC does.
     return json.loads(RpcSimulateTransactionResult(err=error).to_json())["err"]
 

@@ -33,6 +33,7 @@ does, and simply never lands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -49,7 +50,7 @@ from solders.address_lookup_table_account import AddressLookupTable
 from solders.clock import Clock
 from solders.hash import Hash
 from solders.litesvm import LiteSVM
-from solders.message import Message, MessageV0
+from solders.message import Message, MessageV0, MessageV1
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
@@ -307,10 +308,8 @@ class LedgerEngine:
         for job, result in zip(jobs, results, strict=True):
             by_loop.setdefault(job.loop, []).append((job, result))
         for loop, items in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_resolve, items)
-            except RuntimeError:  # the loop closed: nobody waits any more
-                pass
 
     def _fail_queued(self) -> None:
         error = RpcError(INTERNAL_ERROR, "Internal error: the ledger stopped")
@@ -400,7 +399,7 @@ class LedgerEngine:
             _slot, signatures = self._recent_by_slot.popleft()
             self._recent.difference_update(signatures)
 
-    def writable_keys(self, message: Message | MessageV0) -> list[Pubkey]:
+    def writable_keys(self, message: Message | MessageV0 | MessageV1) -> list[Pubkey]:
         """The accounts a transaction may write: its writable keys, and those it looks up."""
         header = message.header
         keys = message.account_keys
@@ -435,7 +434,7 @@ class LedgerEngine:
     def send(
         self, transaction: VersionedTransaction, raw: bytes, *, preflight: bool
     ) -> SendOutcome:
-        """Process one transaction (see the module's notes); raises :class:`RpcError` on preflight."""
+        """Process one transaction (the module's notes); :class:`RpcError` on preflight failure."""
         signature = transaction.signatures[0]
         signature_bytes = bytes(signature)
         message = transaction.message

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -48,6 +49,8 @@ from gridclear.cloud.ledger.node.codec import (
 from gridclear.cloud.ledger.node.engine import LedgerEngine, SendOutcome, Simulation
 
 __all__ = ["API_VERSION", "METHODS", "RpcContext", "handle_body"]
+
+log = logging.getLogger(__name__)
 
 API_VERSION: Final = "2.2.0"
 """The Solana RPC version this node's answers follow (reported by ``getVersion``)."""
@@ -331,7 +334,7 @@ async def _get_token_accounts_by_owner(ctx: RpcContext, params: list[Any]) -> An
                 raise RpcError(INVALID_PARAMS, "Invalid param: could not find mint")
             token_program = mint_account.owner
         assert token_program is not None
-        found = []
+        found: list[dict[str, Any]] = []
         for key, account in engine.program_accounts(token_program):
             parsed = parse_token_account(account)
             if parsed is None or parsed.owner != owner:
@@ -613,33 +616,38 @@ def _error(request_id: Any, error: RpcError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "error": error.to_json(), "id": request_id}
 
 
-async def _answer(ctx: RpcContext, request: Any) -> dict[str, Any]:
-    if not isinstance(request, dict):
-        return _error(None, RpcError(INVALID_REQUEST, "Invalid request"))
-    request_id = request.get("id")
-    if isinstance(request_id, (dict, list, bool)) or request.get("jsonrpc") != "2.0":
-        return _error(None, RpcError(INVALID_REQUEST, "Invalid request"))
+def _parse_request(request: dict[str, Any]) -> tuple[str, Handler, list[Any]]:
+    """The method's name, handler and params; :class:`RpcError` for a malformed request."""
     method = request.get("method")
     if not isinstance(method, str):
-        return _error(request_id, RpcError(INVALID_REQUEST, "Invalid request"))
+        raise RpcError(INVALID_REQUEST, "Invalid request")
     handler = METHODS.get(method)
     if handler is None:
-        return _error(request_id, RpcError(METHOD_NOT_FOUND, "Method not found"))
-    params = request.get("params", [])
+        raise RpcError(METHOD_NOT_FOUND, "Method not found")
+    params = request.get("params")
     if params is None:
         params = []
     if not isinstance(params, list):
-        return _error(request_id, _invalid("invalid type: map, expected a sequence."))
+        raise _invalid("invalid type: map, expected a sequence.")
+    return method, handler, params
+
+
+async def _answer(ctx: RpcContext, request: Any) -> dict[str, Any]:
+    if (
+        not isinstance(request, dict)
+        or request.get("jsonrpc") != "2.0"
+        or isinstance(request.get("id"), (dict, list, bool))
+    ):
+        return _error(None, RpcError(INVALID_REQUEST, "Invalid request"))
+    request_id = request.get("id")
+    method = "?"
     try:
+        method, handler, params = _parse_request(request)
         result = await handler(ctx, params)
     except RpcError as exc:
         return _error(request_id, exc)
-    except asyncio.CancelledError:
-        raise
     except Exception as exc:  # never let an unexpected failure break the answer's shape
-        import logging
-
-        logging.getLogger(__name__).exception("RPC method %s failed", method)
+        log.exception("RPC method %s failed", method)
         return _error(request_id, RpcError(INTERNAL_ERROR, f"Internal error: {exc}"))
     return {"jsonrpc": "2.0", "result": result, "id": request_id}
 

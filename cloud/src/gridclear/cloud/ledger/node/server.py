@@ -1,4 +1,4 @@
-"""The node's HTTP side: JSON-RPC on ``POST /``, ``GET /health`` and ``GET /metrics``, under uvicorn.
+"""The node's HTTP side: JSON-RPC on ``POST /``, ``GET /health``, ``GET /metrics``, by uvicorn.
 
 :func:`serve_node` loads the ledger (:class:`~.engine.LedgerEngine`), serves until
 SIGINT or SIGTERM (uvicorn's own graceful shutdown: requests in flight are
@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import uvicorn
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -112,9 +115,20 @@ def _write_ready_file(path: Path, description: dict[str, object]) -> None:
     temporary.replace(path)
 
 
-async def _serve(config: NodeConfig) -> None:
-    import uvicorn
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling us once it listens (to log it and write the ready file)."""
 
+    def __init__(self, config: uvicorn.Config, *, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            self._on_started()
+
+
+async def _serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     server: uvicorn.Server | None = None
 
@@ -144,7 +158,19 @@ async def _serve(config: NodeConfig) -> None:
             lifespan="off",
             timeout_graceful_shutdown=10,
         )
-        server = uvicorn.Server(uvicorn_config)
+        url = f"http://{config.host if family == socket.AF_INET else f'[{config.host}]'}:{port}"
+
+        def started() -> None:
+            log.info(
+                "ledger node serving JSON-RPC on %s (state in %s%s)",
+                url,
+                config.state_dir,
+                ", dev: requestAirdrop served" if config.dev else "",
+            )
+            if config.ready_file is not None:
+                _write_ready_file(config.ready_file, {"url": url, "pid": os.getpid()})
+
+        server = _Server(uvicorn_config, on_started=started)
         active = server
 
         def request_exit(signum: int, frame: object) -> None:
@@ -155,29 +181,10 @@ async def _serve(config: NodeConfig) -> None:
         # still gets its last commit (the default handler would kill us first).
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, request_exit)
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.01)
-        if server.started:
-            url = f"http://{config.host if family == socket.AF_INET else f'[{config.host}]'}:{port}"
-            log.info(
-                "ledger node serving JSON-RPC on %s (state in %s%s)",
-                url,
-                config.state_dir,
-                ", dev: requestAirdrop served" if config.dev else "",
-            )
-            if config.ready_file is not None:
-                _write_ready_file(config.ready_file, {"url": url, "pid": _pid()})
-        await serving
+        await server.serve(sockets=[sock])
     finally:
         await asyncio.to_thread(engine.stop)
         log.info("ledger node stopped at slot %s", engine.latest.slot if engine.latest else None)
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def serve_node(config: NodeConfig) -> None:
