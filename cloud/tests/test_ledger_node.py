@@ -20,6 +20,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.rpc.errors import SendTransactionPreflightFailureMessage
 from solders.rpc.responses import RpcSimulateTransactionResult
+from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import VersionedTransaction
 from solders.transaction_status import (
     InstructionErrorCustom,
@@ -326,3 +327,30 @@ async def test_airdrop_is_refused_without_dev(
         with pytest.raises(RPCException):
             await client.request_airdrop(Keypair().pubkey(), SOL)
         assert (await client.get_balance(Keypair().pubkey())).value == 0
+
+
+async def test_a_failed_preflight_leaves_no_trace_of_an_account_it_created(
+    client: AsyncClient,
+) -> None:
+    payer = await funded(client, 5 * SOL)
+    created = Keypair()
+    rent = (await client.get_minimum_balance_for_rent_exemption(0)).value
+    create = create_account(
+        CreateAccountParams(
+            from_pubkey=payer.pubkey(),
+            to_pubkey=created.pubkey(),
+            lamports=rent,
+            space=0,
+            owner=MEMO_PROGRAM,
+        )
+    )
+    failing = lamport_transfer(payer, Keypair().pubkey(), 100 * SOL)
+    with pytest.raises(RPCException):
+        await send(client, payer, [create, failing], [created])
+    assert (await client.get_account_info(created.pubkey())).value is None
+    assert (await client.get_balance(payer.pubkey())).value == 5 * SOL
+    # The account can still be created: nothing of the failed attempt is left.
+    await send(client, payer, [create], [created])
+    account = (await client.get_account_info(created.pubkey())).value
+    assert account is not None
+    assert account.owner == MEMO_PROGRAM
