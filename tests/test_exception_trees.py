@@ -56,6 +56,8 @@ RELEASED = {
     "gridclear.cloud.identity.sessions.RefreshError": "refresh_refused",
     "gridclear.cloud.identity.siws.MessageFormatError": "malformed_message",
     "gridclear.cloud.identity.tokens.TokenError": "invalid",
+    "gridclear.cloud.ledger.node.codec.RpcError": "rpc_refused",
+    "gridclear.cloud.ledger.node.store.StoreError": "ledger_state_unusable",
     "gridclear.cloud.market._priority.DuplicateIdError": "duplicate_order_id",
     "gridclear.cloud.market.clearing.BookError": "bad_book",
     "gridclear.cloud.market.config.ConfigError": "bad_market_config",

@@ -139,7 +139,7 @@ def test_transaction_limits() -> None:
     ]:
         with pytest.raises(RpcError, match="too large") as raised:
             decode_transaction(text, encoding)
-        assert raised.value.code == -32602
+        assert raised.value.rpc_code == -32602
     with pytest.raises(RpcError, match="failed to deserialize"):
         decode_transaction(base64.b64encode(b"\x01\x02").decode(), "base64")
     with pytest.raises(RpcError, match="unsupported encoding"):

@@ -14,6 +14,7 @@
     │       OrderNotFoundError, OrderStateError, StaleVersionError, MeterNotAllowedError,
     │       IdempotencyMismatchError
     ├── BookError, DuplicateIdError, ConfigError         (market; ValueErrors)
+    ├── RpcError, StoreError          the ledger node refused a request, or its state (ledger.node)
     └── FanoutError, BadRequestError                     (realtime)
 
 Each class lives beside the code that raises it and derives from the root here,

@@ -4,3 +4,5 @@ Every gridclear component reaches a ledger (this package's node, a validator,
 devnet or mainnet) through solana-py's ``AsyncClient``; :mod:`.node` is the
 ledger for development, demos, tests and small pilots (docs/LEDGER.md).
 """
+
+__all__: list[str] = []

@@ -27,6 +27,8 @@ from solders.rpc.responses import RpcSimulateTransactionResult
 from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionErrorType
 
+from gridclear.cloud.errors import GridclearCloudError
+
 __all__ = [
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
@@ -64,18 +66,20 @@ SIGNATURE_VERIFICATION_FAILURE: Final = -32003
 _TYPE_NAME: Final = "solana_transaction::versioned::VersionedTransaction"
 
 
-class RpcError(Exception):
-    """A JSON-RPC error: ``code``, ``message`` and optional ``data``, as Solana writes them."""
+class RpcError(GridclearCloudError):
+    """A JSON-RPC error answer: ``rpc_code``, ``message`` and ``data``, as Solana writes them."""
 
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
+    code = "rpc_refused"
+
+    def __init__(self, rpc_code: int, message: str, data: Any = None) -> None:
         super().__init__(message)
-        self.code = code
+        self.rpc_code = rpc_code
         self.message = message
         self.data = data
 
     def to_json(self) -> dict[str, Any]:
         """The ``error`` member of the answer."""
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        error: dict[str, Any] = {"code": self.rpc_code, "message": self.message}
         if self.data is not None:
             error["data"] = self.data
         return error

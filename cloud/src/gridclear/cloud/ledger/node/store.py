@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from solders.hash import Hash
 
+from gridclear.cloud.errors import GridclearCloudError
 from gridclear.cloud.ledger.node.blocks import MAX_PROCESSING_AGE, Block
 
 __all__ = ["FORMAT_VERSION", "LedgerStore", "SignatureRecord", "StoreError"]
@@ -62,8 +63,10 @@ CREATE INDEX IF NOT EXISTS signatures_by_slot ON signatures (slot);
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(GridclearCloudError, RuntimeError):
     """The state directory cannot be used (another node holds it, or an unknown format)."""
+
+    code = "ledger_state_unusable"
 
 
 @dataclass(frozen=True, slots=True)
