@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from collections.abc import Callable
 
+import httpx
 import pytest
 from cloud.tests.ledger_node_support import SOL, Tokens, lamport_transfer, sign
 from solana.rpc.async_api import AsyncClient
@@ -89,3 +92,70 @@ async def test_a_second_node_on_the_same_state_refuses_to_start(
         second.start()
     async with AsyncClient(first.url) as client:
         assert (await client.get_slot()).value >= 0
+
+
+@pytest.mark.slow
+async def test_kill_9_under_load_loses_no_acknowledged_transaction(
+    ledger_node: Callable[..., LedgerNodeProcess],
+) -> None:
+    """Sends in flight from many tasks, ``kill -9`` after some answers: every answered
+    transaction landed, and every transaction either landed whole or not at all."""
+    node = ledger_node()
+    payer = Keypair()
+    count, tasks, kill_after = 400, 16, 60
+    async with AsyncClient(node.url) as client:
+        await client.request_airdrop(payer.pubkey(), 1000 * SOL)
+        blockhash = (await client.get_latest_blockhash()).value.blockhash
+    receivers = [Keypair().pubkey() for _ in range(count)]
+    transactions = [
+        sign(payer, [lamport_transfer(payer, receiver, SOL + i)], blockhash)
+        for i, receiver in enumerate(receivers)
+    ]
+    acknowledged: set[int] = set()
+    enough = asyncio.Event()
+    pending = iter(range(count))
+
+    async def sender(http: httpx.AsyncClient) -> None:
+        for index in pending:
+            body = base64.b64encode(bytes(transactions[index])).decode()
+            try:
+                answer = await http.post(
+                    node.url,
+                    json={
+                        "jsonrpc": "2.0",
+                        "id": index,
+                        "method": "sendTransaction",
+                        "params": [body, {"encoding": "base64"}],
+                    },
+                )
+            except httpx.TransportError:
+                return  # the node is gone
+            assert "result" in answer.json(), answer.text
+            acknowledged.add(index)
+            if len(acknowledged) >= kill_after:
+                enough.set()
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        senders = [asyncio.create_task(sender(http)) for _ in range(tasks)]
+        await enough.wait()
+        node.kill()
+        await asyncio.gather(*senders)
+    assert kill_after <= len(acknowledged) < count
+
+    node.start()
+    async with AsyncClient(node.url) as client:
+        landed = set()
+        for start in range(0, count, 200):
+            chunk = [tx.signatures[0] for tx in transactions[start : start + 200]]
+            statuses = (
+                await client.get_signature_statuses(chunk, search_transaction_history=True)
+            ).value
+            landed |= {start + i for i, status in enumerate(statuses) if status is not None}
+        assert acknowledged <= landed
+        balances = (await client.get_multiple_accounts(receivers[:100])).value
+        for index, account in enumerate(balances):
+            expected = SOL + index if index in landed else None
+            assert (account.lamports if account else None) == expected, index
+        payer_balance = (await client.get_balance(payer.pubkey())).value
+        spent = sum(SOL + i + 5000 for i in landed)
+        assert payer_balance == 1000 * SOL - spent

@@ -286,7 +286,13 @@ class LedgerEngine:
         readers = [job for job in jobs if not job.writes]
         results = [self._run_one(job) for job in writers]
         if self._pending_blocks or self._pending_signatures or self._dirty:
-            self._commit()  # raises: the loop ends and every caller hears of it
+            try:
+                self._commit()
+            except BaseException:
+                # Memory is ahead of the disk now: answer no one with success, and stop.
+                failure = RpcError(INTERNAL_ERROR, "Internal error: the ledger stopped")
+                self._post([*writers, *readers], [(False, failure)] * len(jobs))
+                raise
         self._post(writers, results)
         if writers:
             self.stats.batch_sizes.append(len(writers))
@@ -505,9 +511,9 @@ class LedgerEngine:
 
     def airdrop(self, key: Pubkey, lamports: int) -> Signature:
         """Credit ``lamports`` from LiteSVM's faucet; its signature lands like any other."""
-        faucet = self.svm.airdrop_pubkey()
+        # The faucet is not kept: a fresh LiteSVM has a new one, with its own lamports.
         result = self.svm.airdrop(key, lamports)
-        self._dirty.update((key, faucet))
+        self._dirty.add(key)
         if isinstance(result, FailedTransactionMetadata):
             raise RpcError(INTERNAL_ERROR, f"Internal error: airdrop failed: {result.err()}")
         # The faucet's transaction is LiteSVM's own: its bytes are not ours to keep.
