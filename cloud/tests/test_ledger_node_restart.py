@@ -8,14 +8,19 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from cloud.tests.ledger_node_support import SOL, Tokens, lamport_transfer, sign
+from cloud.tests.ledger_node_support import SOL, Tokens, lamport_transfer, send, sign
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.core import RPCException
 from solana.rpc.models import TxOpts
+from solders.address_lookup_table_account import AddressLookupTableAccount
 from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.system_program import create_lookup_table, extend_lookup_table
+from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionErrorFieldless
 
 from gridclear.devtools.ledger import LedgerNodeProcess
+from gridclear.devtools.waiting import until
 
 
 @pytest.mark.parametrize("how", ["sigterm", "kill -9"])
@@ -159,3 +164,74 @@ async def test_kill_9_under_load_loses_no_acknowledged_transaction(
         payer_balance = (await client.get_balance(payer.pubkey())).value
         spent = sum(SOL + i + 5000 for i in landed)
         assert payer_balance == 1000 * SOL - spent
+
+
+async def test_accounts_written_through_a_lookup_table_survive_a_restart(
+    ledger_node: Callable[..., LedgerNodeProcess],
+) -> None:
+    # Settlement packs about ten trades in a v0 transaction whose token accounts come
+    # from an address lookup table: those accounts are written without being among
+    # the transaction's own keys, and must be kept all the same.
+    node = ledger_node(tick_ms=50)
+    authority = Keypair()
+    buyers = [Keypair().pubkey() for _ in range(3)]
+    async with AsyncClient(node.url) as client:
+        await client.request_airdrop(authority.pubkey(), 10 * SOL)
+        tokens = Tokens(client, authority)
+        await tokens.create()
+        await tokens.open_account(authority.pubkey())
+        for buyer in buyers:
+            await tokens.open_account(buyer)
+        await tokens.mint_to(authority.pubkey(), 9_000)
+
+        recent_slot = (await client.get_slot()).value
+        create, table = create_lookup_table(
+            {
+                "authority_address": authority.pubkey(),
+                "payer_address": authority.pubkey(),
+                "recent_slot": recent_slot,
+            }
+        )
+        await send(client, authority, [create])
+        addresses = [tokens.account_of(buyer) for buyer in buyers]
+        extend = extend_lookup_table(
+            {
+                "payer_address": authority.pubkey(),
+                "lookup_table_address": table,
+                "authority_address": authority.pubkey(),
+                "new_addresses": addresses,
+            }
+        )
+        await send(client, authority, [extend])
+        extended_at = (await client.get_slot()).value
+
+        async def next_slot() -> bool:
+            return (await client.get_slot()).value > extended_at
+
+        await until(next_slot, what="the slot after the extension")  # lookups need it
+        blockhash = (await client.get_latest_blockhash()).value.blockhash
+        transfers = [
+            tokens.transfer_instruction(authority, buyer, 1_000 * (i + 1))
+            for i, buyer in enumerate(buyers)
+        ]
+        message = MessageV0.try_compile(
+            authority.pubkey(),
+            transfers,
+            [AddressLookupTableAccount(table, addresses)],
+            blockhash,
+        )
+        assert message.address_table_lookups
+        assert not set(addresses) & set(message.account_keys)
+        await client.send_transaction(VersionedTransaction(message, [authority]))
+        for i, buyer in enumerate(buyers):
+            balance = await client.get_token_account_balance(tokens.account_of(buyer))
+            assert balance.value.amount == str(1_000 * (i + 1))
+
+    node.kill()
+    node.start()
+    async with AsyncClient(node.url) as client:
+        for i, buyer in enumerate(buyers):
+            balance = await client.get_token_account_balance(tokens.account_of(buyer))
+            assert balance.value.amount == str(1_000 * (i + 1))
+        source = await client.get_token_account_balance(tokens.account_of(authority.pubkey()))
+        assert source.value.amount == "3000"
