@@ -78,6 +78,8 @@ async def test_protocol_errors(rpc: Rpc) -> None:
     parse = await rpc.raw(b'{"jsonrpc": "2.0", "method": ')
     assert error_of(parse)["code"] == -32700
     assert parse["id"] is None
+    assert error_of(await rpc.raw(b"[" * 100_000))["code"] == -32700
+    assert error_of(await rpc.raw(b"\xff\xfe\x00"))["code"] == -32700
     assert error_of(await rpc.call("getEverything"))["code"] == -32601
     assert error_of(await rpc.post({"jsonrpc": "2.0", "id": 1}))["code"] == -32600
     assert error_of(await rpc.post({"id": 1, "method": "getSlot"}))["code"] == -32600
@@ -277,3 +279,19 @@ async def test_airdrop_refused_without_dev(ledger_node: Callable[..., LedgerNode
         rpc = Rpc(http, node.url)
         error = error_of(await rpc.call("requestAirdrop", str(Keypair().pubkey()), SOL))
         assert error == {"code": -32600, "message": "Invalid request"}
+
+
+async def test_the_same_airdrop_twice_is_two_airdrops(rpc: Rpc) -> None:
+    key = str(Keypair().pubkey())
+    first = await rpc.result("requestAirdrop", key, SOL)
+    second = await rpc.result("requestAirdrop", key, SOL)
+    assert first != second
+    assert (await rpc.result("getBalance", key))["value"] == 2 * SOL
+    statuses = await rpc.result("getSignatureStatuses", [first, second])
+    assert all(status is not None for status in statuses["value"])
+    transaction = await rpc.result(
+        "getTransaction", first, {"encoding": "base64", "maxSupportedTransactionVersion": 0}
+    )
+    assert transaction["meta"]["err"] is None
+    error = error_of(await rpc.call("requestAirdrop", key, 2**64))
+    assert error["code"] == -32602

@@ -49,10 +49,13 @@ from solders.account import Account
 from solders.address_lookup_table_account import AddressLookupTable
 from solders.clock import Clock
 from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
 from solders.message import Message, MessageV0, MessageV1
 from solders.pubkey import Pubkey
 from solders.signature import Signature
+from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 from solders.transaction_status import TransactionErrorFieldless, TransactionErrorType
@@ -76,6 +79,9 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _NO_ACCOUNT: Final = Account(0, b"", Pubkey.default())  # how Solana spells "no account"
+_SYSTEM_PROGRAM: Final = Pubkey.default()
+# LiteSVM ships the first Memo program (Memo1…), not the second (MemoSq…).
+_MEMO_PROGRAM: Final = Pubkey.from_string("Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo")
 _MAX_BATCH: Final = 512
 _SLOT_HASHES: Final = 151
 
@@ -161,6 +167,8 @@ class LedgerEngine:
         self._recent_by_slot: deque[tuple[int, list[bytes]]] = deque()
         self._dirty: set[Pubkey] = set()
         self._tables: dict[Pubkey, list[Pubkey]] = {}
+        self._faucet = Keypair()
+        self._airdrops = 0
         self.latest: Block | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -224,6 +232,8 @@ class LedgerEngine:
         store = LedgerStore.open(self.state_dir)
         self._store = store
         svm = LiteSVM().with_blockhash_check(False).with_transaction_history(0)
+        # The faucet of --dev airdrops: enough never to run dry, and never stored.
+        svm.set_account(self._faucet.pubkey(), Account(2**63, b"", _SYSTEM_PROGRAM))
         restored = 0
         for key, raw in store.accounts():
             svm.set_account(Pubkey.from_bytes(key), Account.from_bytes(raw))
@@ -510,16 +520,27 @@ class LedgerEngine:
         self._remember(signature, self.window.latest.slot)
 
     def airdrop(self, key: Pubkey, lamports: int) -> Signature:
-        """Credit ``lamports`` from LiteSVM's faucet; its signature lands like any other."""
-        # The faucet is not kept: a fresh LiteSVM has a new one, with its own lamports.
-        result = self.svm.airdrop(key, lamports)
-        self._dirty.add(key)
-        if isinstance(result, FailedTransactionMetadata):
-            raise RpcError(INTERNAL_ERROR, f"Internal error: airdrop failed: {result.err()}")
-        # The faucet's transaction is LiteSVM's own: its bytes are not ours to keep.
-        self._record(bytes(result.signature()), None, result, b"")
-        self.stats.landed += 1
-        return result.signature()
+        """Send ``lamports`` from the faucet: a real transfer, landing like any transaction.
+
+        The faucet is a key of this run, never stored (a restart makes a new one), and
+        each airdrop carries a memo with its number, so two airdrops of the same amount
+        to the same key in one block are two transactions, not one sent twice.
+        (LiteSVM's own ``airdrop`` signs with its own, unchanging blockhash: the same
+        request twice would be the same signature.)
+        """
+        self._airdrops += 1
+        faucet = self._faucet.pubkey()
+        instructions = [
+            transfer(TransferParams(from_pubkey=faucet, to_pubkey=key, lamports=lamports)),
+            Instruction(_MEMO_PROGRAM, f"gridclear airdrop {self._airdrops}".encode(), []),
+        ]
+        message = MessageV0.try_compile(faucet, instructions, [], self.window.latest.blockhash)
+        transaction = VersionedTransaction(message, [self._faucet])
+        try:
+            outcome = self.send(transaction, bytes(transaction), preflight=True)
+        finally:
+            self._dirty.discard(faucet)
+        return outcome.signature
 
     def simulate(
         self,

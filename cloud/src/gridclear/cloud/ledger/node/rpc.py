@@ -60,6 +60,7 @@ _LAMPORTS_PER_SIGNATURE: Final = 5000
 _MAX_MULTIPLE_ACCOUNTS: Final = 100
 _MAX_SIGNATURE_STATUSES: Final = 256
 _MAX_BATCH: Final = 1000
+_MAX_AIRDROP: Final = 10**15  # a million SOL a request; the faucet holds 2**63 lamports
 _RECENT_STATUS_SLOTS: Final = 300  # a validator's status cache spans about this many slots
 _MIN_CONTEXT_SLOT_NOT_REACHED: Final = -32016
 _UNSUPPORTED_TRANSACTION_VERSION: Final = -32015
@@ -114,6 +115,12 @@ def _signature(value: Any) -> Signature:
         return Signature.from_string(value)
     except ValueError:
         raise RpcError(INVALID_PARAMS, "Invalid param: Invalid") from None
+
+
+def _u64(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+        raise _invalid(f"invalid type: {name} must be an unsigned 64-bit integer.")
+    return value
 
 
 def _bool(config: dict[str, Any], key: str, default: bool) -> bool:
@@ -197,9 +204,7 @@ async def _is_blockhash_valid(ctx: RpcContext, params: list[Any]) -> Any:
 
 
 async def _get_minimum_balance(ctx: RpcContext, params: list[Any]) -> Any:
-    size = _arg(params, 0, "data length")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise _invalid("invalid type: expected an unsigned integer.")
+    size = _u64(_arg(params, 0, "data length"), "the data length")
     return await ctx.engine.submit(
         lambda e: e.svm.minimum_balance_for_rent_exemption(size), writes=False
     )
@@ -579,10 +584,10 @@ async def _request_airdrop(ctx: RpcContext, params: list[Any]) -> Any:
         # What a validator without a faucet answers.
         raise RpcError(INVALID_REQUEST, "Invalid request")
     key = _pubkey(_arg(params, 0, "public key"))
-    lamports = _arg(params, 1, "lamports")
+    lamports = _u64(_arg(params, 1, "lamports"), "lamports")
     _config(params, 2)
-    if not isinstance(lamports, int) or isinstance(lamports, bool) or lamports <= 0:
-        raise _invalid("invalid type: lamports must be a positive integer.")
+    if not 0 < lamports <= _MAX_AIRDROP:
+        raise _invalid(f"an airdrop is 1 to {_MAX_AIRDROP} lamports.")
     signature = await ctx.engine.submit(lambda e: e.airdrop(key, lamports), writes=True)
     return str(signature)
 
@@ -656,7 +661,7 @@ async def handle_body(ctx: RpcContext, body: bytes) -> bytes:
     """The JSON answer to a JSON-RPC request body (single or batch)."""
     try:
         request = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not text, or nested past any use
         return _dump(_error(None, RpcError(PARSE_ERROR, "Parse error")))
     if isinstance(request, list):
         if not request or len(request) > _MAX_BATCH:

@@ -229,7 +229,9 @@ class LedgerStore:
                 db.executemany("DELETE FROM accounts WHERE pubkey = ?", gone)
             if signatures:
                 db.executemany(
-                    "INSERT INTO signatures (signature, slot, err, logs, units, fee, tx) "
+                    # The engine never records a signature twice; should it, the first
+                    # record stands rather than the ledger stopping on it.
+                    "INSERT OR IGNORE INTO signatures (signature, slot, err, logs, units, fee, tx) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
