@@ -35,6 +35,7 @@ __all__ = [
     "METRICS_TOKEN",
     "MQTT_URL",
     "NONCE_TTL_S",
+    "ORACLE_KEY_FILE",
     "RATE_LIMITS",
     "RATE_LIMITS_ENABLED",
     "REDIS_KEY_PREFIX",
@@ -45,6 +46,10 @@ __all__ = [
     "SIWS_DOMAIN",
     "SIWS_STATEMENT",
     "SIWS_URI",
+    "SETTLEMENT_FAULT",
+    "SETTLEMENT_KEY_FILE",
+    "SOLANA_COMMITMENT",
+    "SOLANA_RPC_URL",
     "TEST_TIMESCALE_URL",
 ]
 
@@ -129,3 +134,18 @@ MARKET_EPOCH: Final = "GRIDCLEAR_MARKET_EPOCH"
 """RFC 3339 time the accelerated market clock starts from (default: now)."""
 SCHEDULER_INTERVAL_S: Final = "GRIDCLEAR_SCHEDULER_INTERVAL_S"
 """Wall-clock seconds between scheduler ticks (default 1)."""
+
+# ---------------------------------------------------------------- settlement
+# Read once by gridclear.cloud.settings (LedgerSettings, and the API's and the
+# scheduler's settings); docs/SETTLEMENT.md documents each one.
+
+SOLANA_RPC_URL: Final = "GRIDCLEAR_SOLANA_RPC_URL"
+"""Solana JSON-RPC endpoint: the ledger node, a validator, devnet or mainnet (unset: no settlement)."""
+SOLANA_COMMITMENT: Final = "GRIDCLEAR_SOLANA_COMMITMENT"
+"""``processed``, ``confirmed`` (the default) or ``finalized``."""
+ORACLE_KEY_FILE: Final = "GRIDCLEAR_ORACLE_KEY_FILE"
+"""Key file (0600, Solana CLI format) of the oracle: the energy mint's authority."""
+SETTLEMENT_KEY_FILE: Final = "GRIDCLEAR_SETTLEMENT_KEY_FILE"
+"""Key file (0600, Solana CLI format) of the settlement authority: fee payer and delegate."""
+SETTLEMENT_FAULT: Final = "GRIDCLEAR_SETTLEMENT_FAULT"
+"""Tests only: the step at which settlement kills its own process (refused in production)."""

@@ -237,10 +237,22 @@ class Settings(ProcessSettings):
     )
     """GRIDCLEAR_HTTP_MAX_CONNECTIONS: per worker process."""
 
+    solana_rpc_url: str | None = Field(default=None, validation_alias=names.SOLANA_RPC_URL)
+    """GRIDCLEAR_SOLANA_RPC_URL: the ledger settlement uses (unset: no settlement routes)."""
+    solana_commitment: Literal["processed", "confirmed", "finalized"] = Field(
+        default="confirmed", validation_alias=names.SOLANA_COMMITMENT
+    )
+    """GRIDCLEAR_SOLANA_COMMITMENT."""
+
     @property
     def serves_api_docs(self) -> bool:
         """Whether the OpenAPI document and its pages are served (default: development only)."""
         return self.api_docs if self.api_docs is not None else self.env == "development"
+
+    @field_validator("solana_rpc_url", mode="before")
+    @classmethod
+    def _no_empty_rpc_url(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("metrics_token", mode="before")
     @classmethod
@@ -429,7 +441,69 @@ class IngestSettings(DatabaseSettings):
         return database, self.mqtt_url
 
 
-class SchedulerSettings(DatabaseSettings):
+class LedgerSettings(DatabaseSettings):
+    """Where settlement happens: the ledger's RPC endpoint and the service keys.
+
+    Read by ``gridclear-cloud ledger`` and the scheduler. Settlement is off while
+    ``GRIDCLEAR_SOLANA_RPC_URL`` is unset; the keys are needed only by the
+    processes that sign (``ledger init`` and the scheduler), never by the API.
+    """
+
+    solana_rpc_url: str | None = Field(default=None, validation_alias=names.SOLANA_RPC_URL)
+    """GRIDCLEAR_SOLANA_RPC_URL: the ledger's JSON-RPC endpoint (unset: no settlement)."""
+    solana_commitment: Literal["processed", "confirmed", "finalized"] = Field(
+        default="confirmed", validation_alias=names.SOLANA_COMMITMENT
+    )
+    """GRIDCLEAR_SOLANA_COMMITMENT: how final a ledger answer must be."""
+    oracle_key_file: Path | None = Field(default=None, validation_alias=names.ORACLE_KEY_FILE)
+    """GRIDCLEAR_ORACLE_KEY_FILE: the energy mint authority's key file (0600)."""
+    settlement_key_file: Path | None = Field(
+        default=None, validation_alias=names.SETTLEMENT_KEY_FILE
+    )
+    """GRIDCLEAR_SETTLEMENT_KEY_FILE: the settlement authority's key file (0600)."""
+    settlement_fault: str | None = Field(default=None, validation_alias=names.SETTLEMENT_FAULT)
+    """GRIDCLEAR_SETTLEMENT_FAULT: tests only, where settlement kills itself."""
+
+    @field_validator(
+        "solana_rpc_url", "oracle_key_file", "settlement_key_file", "settlement_fault",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _ledger_unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("solana_rpc_url")
+    @classmethod
+    def _rpc_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _ledger_check(self) -> Self:
+        if self.settlement_fault is not None and self.env == "production":
+            raise ValueError(
+                f"refusing to run in production: {names.SETTLEMENT_FAULT} is for tests only"
+            )
+        return self
+
+    def key_files(self) -> tuple[Path, Path]:
+        """``(oracle, settlement authority)`` key files; raises naming what is unset."""
+        missing = [
+            name
+            for name, value in (
+                (names.ORACLE_KEY_FILE, self.oracle_key_file),
+                (names.SETTLEMENT_KEY_FILE, self.settlement_key_file),
+            )
+            if value is None
+        ]
+        if missing:
+            raise SettingsError("set " + " and ".join(missing))
+        assert self.oracle_key_file is not None and self.settlement_key_file is not None
+        return self.oracle_key_file, self.settlement_key_file
+
+
+class SchedulerSettings(LedgerSettings):
     """What the market scheduler (``gridclear-cloud scheduler``) reads from the environment.
 
     ``--speed``, ``--epoch`` and ``--interval`` override the market variables.
