@@ -46,6 +46,8 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     BAD_REQUEST = "BAD_REQUEST"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    WALLET_REQUIRED = "WALLET_REQUIRED"
+    TRANSACTION_NOT_OFFERED = "TRANSACTION_NOT_OFFERED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
     @property
@@ -80,6 +82,8 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.WALLET_REQUIRED: 409,
+    ErrorCode.TRANSACTION_NOT_OFFERED: 400,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 
@@ -106,6 +110,8 @@ _MESSAGE: dict[ErrorCode, str] = {
     ErrorCode.PAYLOAD_TOO_LARGE: "The request body is too large",
     ErrorCode.BAD_REQUEST: "Bad request",
     ErrorCode.SERVICE_UNAVAILABLE: "The service is not ready",
+    ErrorCode.WALLET_REQUIRED: "Approve a wallet for settlement first",
+    ErrorCode.TRANSACTION_NOT_OFFERED: "This transaction is not the one offered",
     ErrorCode.INTERNAL_ERROR: "Internal server error",
 }
 
@@ -156,6 +162,17 @@ API_CODES: dict[str, ErrorCode] = {
     "account_conflict": ErrorCode.CONFLICT,
     "last_admin": ErrorCode.CONFLICT,
     "malformed_message": ErrorCode.INVALID_MESSAGE,
+    # settlement and the ledger
+    "blockchain_error": ErrorCode.BLOCKCHAIN_ERROR,
+    "insufficient_balance": ErrorCode.INSUFFICIENT_BALANCE,
+    "wallet_required": ErrorCode.WALLET_REQUIRED,
+    "wallet_not_linked": ErrorCode.FORBIDDEN,
+    "invalid_cap": ErrorCode.VALIDATION_ERROR,
+    "invalid_transaction": ErrorCode.VALIDATION_ERROR,
+    "not_offered": ErrorCode.TRANSACTION_NOT_OFFERED,
+    "already_submitted": ErrorCode.CONFLICT,
+    "invalid_signature": ErrorCode.INVALID_SIGNATURE,
+    "approval_expired": ErrorCode.CONFLICT,
     # api
     "rate_limited": ErrorCode.RATE_LIMIT_EXCEEDED,
 }

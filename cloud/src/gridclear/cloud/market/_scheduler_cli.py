@@ -13,6 +13,7 @@ from gridclear.cloud import env
 from gridclear.cloud.market.clock import MarketClock
 
 if TYPE_CHECKING:
+    from gridclear.cloud.settlement.service import SettlementService
     from gridclear.cloud.settings import SchedulerSettings
 
 __all__ = ["add_scheduler_command"]
@@ -81,11 +82,22 @@ def _run(args: argparse.Namespace) -> int:
         if settings.market_epoch is None
         else MarketClock(settings.market_speed, settings.market_epoch)
     )
-    asyncio.run(_serve(settings, settings.database_url, clock))
+    from gridclear.cloud.errors import GridclearCloudError
+
+    try:
+        settlement = _settlement(settings)
+    except GridclearCloudError as exc:  # unset or unreadable key files
+        return _fail(str(exc))
+    asyncio.run(_serve(settings, settings.database_url, clock, settlement))
     return 0
 
 
-async def _serve(settings: SchedulerSettings, url: str, clock: MarketClock) -> None:
+async def _serve(
+    settings: SchedulerSettings,
+    url: str,
+    clock: MarketClock,
+    settlement: SettlementService | None,
+) -> None:
     from gridclear.cloud.market.scheduler import Scheduler
     from gridclear.cloud.realtime import EventPublisher
 
@@ -102,8 +114,35 @@ async def _serve(settings: SchedulerSettings, url: str, clock: MarketClock) -> N
     )
     try:
         await Scheduler(
-            database_url=url, clock=clock, events=events, interval_s=settings.scheduler_interval_s
+            database_url=url,
+            clock=clock,
+            events=events,
+            interval_s=settings.scheduler_interval_s,
+            settlement=settlement,
         ).run(stop)
     finally:
         if events is not None:
             await events.aclose()
+        if settlement is not None:
+            await settlement.ledger.close()
+
+
+def _settlement(settings: SchedulerSettings) -> SettlementService | None:
+    """The settlement jobs' service when GRIDCLEAR_SOLANA_RPC_URL is set (keys required)."""
+    from gridclear.cloud.ledger.client import LedgerClient
+    from gridclear.cloud.ledger.keys import load_keypair
+    from gridclear.cloud.settlement.engine import FaultPoint
+    from gridclear.cloud.settlement.service import SettlementService
+
+    if settings.solana_rpc_url is None:
+        logging.getLogger(__name__).info(
+            "settlement off: %s is not set", env.SOLANA_RPC_URL
+        )
+        return None
+    oracle_file, authority_file = settings.key_files()
+    return SettlementService(
+        ledger=LedgerClient(settings.solana_rpc_url, commitment=settings.solana_commitment),
+        oracle=load_keypair(oracle_file),
+        authority=load_keypair(authority_file),
+        fault=None if settings.settlement_fault is None else FaultPoint(settings.settlement_fault),
+    )
