@@ -9,7 +9,6 @@ states exactly the delivery it is about.
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import sys
@@ -23,7 +22,6 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-from solders.transaction import VersionedTransaction
 
 from gridclear.cloud import env
 from gridclear.cloud.ledger import spl
@@ -32,6 +30,7 @@ from gridclear.cloud.ledger.keys import create_keypair
 from gridclear.cloud.settlement import onboarding
 from gridclear.cloud.settlement.setup import grant_payment, init_ledger
 from gridclear.cloud.settlement.store import LedgerSetup
+from gridclear.devtools.wallet import sign_offered
 
 __all__ = ["Participant", "SettlementWorld", "TradeSpec", "make_world"]
 
@@ -216,11 +215,7 @@ class SettlementWorld:
         return [(r["state"], r["reason"], r["delivered_wh"], r["payment"]) for r in await cur.fetchall()]
 
 
-def sign_as_wallet(transaction_b64: str, wallet: Keypair) -> str:
-    """What a wallet app does with an offered transaction: sign its message, as is."""
-    offered = VersionedTransaction.from_bytes(base64.b64decode(transaction_b64))
-    signed = VersionedTransaction(offered.message, [wallet])
-    return base64.b64encode(bytes(signed)).decode()
+sign_as_wallet = sign_offered
 
 
 async def make_world(url: str, rpc_url: str, key_dir: Path) -> SettlementWorld:
