@@ -1,0 +1,228 @@
+"""``/api/blockchain/*`` over HTTP with a real ledger node: onboarding from a wallet signed
+in with it, balances, a slot's settlement, the caller's transactions, refusals,
+and the error codes when settlement is off or the ledger is down."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from solders.keypair import Keypair
+from solders.transaction import VersionedTransaction
+
+from cloud.tests.api_support import (
+    Api,
+    Wallet,
+    bearer,
+    error_code,
+    migrated_db,  # noqa: F401 (a fixture)
+    running_api,
+    test_settings,
+)
+from cloud.tests.settlement_support import SettlementWorld, TradeSpec, make_world
+from gridclear.cloud.settlement.engine import Settler
+from gridclear.devtools.ledger import LedgerNodeProcess
+from gridclear.devtools.wallet import sign_offered
+
+
+@pytest.fixture
+def node(ledger_node: Callable[..., LedgerNodeProcess]) -> LedgerNodeProcess:
+    return ledger_node()
+
+
+@pytest.fixture
+async def world(
+    migrated_db: str,  # noqa: F811
+    node: LedgerNodeProcess,
+    tmp_path: Path,
+) -> AsyncIterator[SettlementWorld]:
+    import psycopg
+
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE ledger_setup, ledger_attempts, settlement_mints, trade_settlements,"
+            " approvals, reconciliation_runs, payment_grants CASCADE"
+        )
+        conn.execute("UPDATE timeslots SET state = 'settled' WHERE state = 'settling'")
+    world = await make_world(migrated_db, node.url, tmp_path / "keys")
+    try:
+        yield world
+    finally:
+        await world.conn.close()
+        await world.ledger.close()
+
+
+@pytest.fixture
+async def api(
+    world: SettlementWorld, node: LedgerNodeProcess, redis_url: str, redis_prefix: str
+) -> AsyncIterator[Api]:
+    settings = test_settings(world.url, redis_url, redis_prefix, solana_rpc_url=node.url)
+    async with running_api(settings) as running:
+        yield running
+
+
+async def _onboard(api: Api, world: SettlementWorld) -> tuple[dict[str, str], Keypair]:
+    wallet = Wallet()
+    session = await api.sign_in(wallet)
+    headers = bearer(session["accessToken"])
+    keypair = Keypair.from_seed(bytes(wallet.key))
+    airdrop = await world.ledger.request_airdrop(keypair.pubkey(), 10**9)
+    await world.ledger.wait_landed([airdrop])
+    offer = await api.client.post(
+        "/api/blockchain/approvals",
+        json={"energyCap": 5_000, "paymentCap": 7_000_000},
+        headers=headers,
+    )
+    assert offer.status_code == 201, offer.text
+    data = offer.json()["data"]
+    assert data["wallet"] == str(keypair.pubkey())
+    done = await api.client.post(
+        "/api/blockchain/transactions",
+        json={"transaction": sign_offered(data["transaction"], keypair)},
+        headers=headers,
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["data"]["state"] == "landed"
+    return headers, keypair
+
+
+async def test_a_wallet_onboards_and_sees_its_allowances(api: Api, world: SettlementWorld) -> None:
+    headers, keypair = await _onboard(api, world)
+    balance = await api.client.get(f"/api/blockchain/balance/{keypair.pubkey()}")
+    assert balance.status_code == 200, balance.text
+    got = balance.json()["data"]
+    assert got["energyAllowance"] == 5_000
+    assert got["paymentAllowance"] == 7_000_000
+    assert got["energyWh"] == 0 and got["payment"] == 0
+    assert got["lamports"] > 0
+
+    # The same signed transaction again is a replay.
+    offer = await api.client.post(
+        "/api/blockchain/approvals", json={"energyCap": 1, "paymentCap": 1}, headers=headers
+    )
+    signed = sign_offered(offer.json()["data"]["transaction"], keypair)
+    first = await api.client.post(
+        "/api/blockchain/transactions", json={"transaction": signed}, headers=headers
+    )
+    assert first.status_code == 200
+    again = await api.client.post(
+        "/api/blockchain/transactions", json={"transaction": signed}, headers=headers
+    )
+    assert again.status_code == 409 and error_code(again) == "CONFLICT"
+
+
+async def test_a_transaction_not_offered_is_refused(api: Api, world: SettlementWorld) -> None:
+    headers, keypair = await _onboard(api, world)
+    offer = await api.client.post(
+        "/api/blockchain/approvals", json={"energyCap": 1, "paymentCap": 1}, headers=headers
+    )
+    unsigned = VersionedTransaction.from_bytes(
+        base64.b64decode(offer.json()["data"]["transaction"])
+    )
+    # The wallet signs something else: a self-transfer built on the same blockhash.
+    from gridclear.cloud.ledger.transactions import build_v0
+    from solders.system_program import TransferParams, transfer
+
+    other = build_v0(
+        keypair,
+        [transfer(TransferParams(from_pubkey=keypair.pubkey(), to_pubkey=keypair.pubkey(),
+                                 lamports=1))],
+        unsigned.message.recent_blockhash,
+    )  # fmt: skip
+    refused = await api.client.post(
+        "/api/blockchain/transactions",
+        json={"transaction": base64.b64encode(bytes(other)).decode()},
+        headers=headers,
+    )
+    assert refused.status_code == 400
+    assert error_code(refused) == "TRANSACTION_NOT_OFFERED"
+    garbage = await api.client.post(
+        "/api/blockchain/transactions", json={"transaction": "AAAA"}, headers=headers
+    )
+    assert error_code(garbage) == "VALIDATION_ERROR"
+
+
+async def test_an_account_without_a_wallet_is_told_to_link_one(api: Api) -> None:
+    session = await api.register("nowallet@example.org")
+    refused = await api.client.post(
+        "/api/blockchain/approvals",
+        json={"energyCap": 1, "paymentCap": 1},
+        headers=bearer(session["accessToken"]),
+    )
+    assert refused.status_code == 409
+    assert error_code(refused) == "WALLET_REQUIRED"
+
+
+async def test_public_settlement_views_and_my_transactions(api: Api, world: SettlementWorld) -> None:
+    seller = await world.participant("export")
+    headers, keypair = await _onboard(api, world)
+    cur = await world.conn.execute(
+        "SELECT user_id FROM wallets WHERE address = %s", (str(keypair.pubkey()),)
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    from cloud.tests.settlement_support import Participant
+    from gridclear.cloud.settlement.setup import grant_payment
+
+    await grant_payment(world.conn, world.ledger, world.setup, oracle=world.oracle,
+                        authority=world.authority, wallet=keypair.pubkey(), amount=5_000_000)  # fmt: skip
+    buyer = Participant(int(row["user_id"]), keypair, seller.meter_id)
+    slot = world.settling_slot([TradeSpec(seller, buyer, 1_200, 300_000)], {seller.meter_id: 1_200})
+    settler = Settler(world.ledger, world.setup, oracle=world.oracle, authority=world.authority)
+    while await world.slot_state(slot) != "settled":
+        await settler.run_once(world.conn)
+
+    state = await api.client.get("/api/blockchain/global-state")
+    assert state.status_code == 200, state.text
+    assert state.json()["data"]["energySupply"] == 1_200
+    assert state.json()["data"]["tradesSettled"] >= 1
+
+    settlement = await api.client.get(f"/api/blockchain/timeslot/{slot}")
+    assert settlement.status_code == 200
+    body = settlement.json()["data"]
+    assert body["state"] == "settled"
+    (trade,) = body["trades"]
+    assert (trade["deliveredWh"], trade["payment"], trade["state"]) == (1_200, 360_000, "settled")
+    assert trade["signature"] is not None
+    assert "userId" not in str(body) and "buyer" not in str(body)
+
+    mine = await api.client.get("/api/my/transactions", headers=headers)
+    assert mine.status_code == 200, mine.text
+    (item,) = mine.json()["data"]["items"]
+    assert (item["kind"], item["energyWh"], item["payment"], item["direction"]) == (
+        "settlement", 1_200, -360_000, "bought",
+    )  # fmt: skip
+    bids = await api.client.get("/api/blockchain/my/bids", headers=headers)
+    assert bids.status_code == 200
+    assert bids.json()["data"][0]["trades"][0]["deliveredWh"] == 1_200
+
+
+async def test_a_ledger_that_is_down_answers_blockchain_error(
+    api: Api, node: LedgerNodeProcess
+) -> None:
+    node.stop()
+    down = await api.client.get("/api/blockchain/global-state")
+    assert down.status_code == 502
+    assert error_code(down) == "BLOCKCHAIN_ERROR"
+    health = await api.client.get("/api/blockchain/health")
+    assert health.status_code == 200
+    assert health.json()["data"]["rpcReachable"] is False
+    node.start()
+
+
+async def test_settlement_off_answers_service_unavailable(
+    migrated_db: str,  # noqa: F811
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    async with running_api(test_settings(migrated_db, redis_url, redis_prefix)) as api:
+        off = await api.client.get("/api/blockchain/global-state")
+        assert off.status_code == 503
+        assert off.json()["error"]["details"]["reason"] == "settlement_off"
+        health = await api.client.get("/api/blockchain/health")
+        assert health.json()["data"] == {
+            "rpcReachable": False, "slot": None, "blockHeight": None, "version": None,
+            "configured": False,
+        }  # fmt: skip
