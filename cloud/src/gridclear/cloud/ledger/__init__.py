@@ -1,0 +1,1 @@
+"""Settlement on Solana: SPL instructions, v0 transactions and service keys (DESIGN §9)."""
