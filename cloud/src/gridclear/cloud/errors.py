@@ -14,7 +14,14 @@
     │       OrderNotFoundError, OrderStateError, StaleVersionError, MeterNotAllowedError,
     │       IdempotencyMismatchError
     ├── BookError, DuplicateIdError, ConfigError         (market; ValueErrors)
-    └── FanoutError, BadRequestError                     (realtime)
+    ├── FanoutError, BadRequestError                     (realtime)
+    ├── InstructionArgumentError, AccountDataError       (ledger.spl; ValueErrors)
+    ├── TransactionBuildError                            (ledger.transactions)
+    │   └── TransactionTooLargeError, TooManyAccountLocksError
+    ├── ServiceKeyError                                  (ledger.keys; an OSError)
+    │   └── ServiceKeyExistsError, ServiceKeyMissingError, ServiceKeyPermissionError,
+    │       ServiceKeyFormatError
+    └── SettlementInputError                             (settlement.arithmetic; a ValueError)
 
 Each class lives beside the code that raises it and derives from the root here,
 so ``except GridclearCloudError`` catches every refusal and nothing else; a
