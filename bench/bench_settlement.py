@@ -27,13 +27,15 @@ from pathlib import Path
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
+from solders.transaction_metadata import FailedTransactionMetadata
 
 from bench.harness import BenchContext, Figure
 from gridclear.cloud.ledger import spl
 from gridclear.cloud.ledger.client import LedgerClient
-from gridclear.cloud.ledger.keys import create_keypair
+from gridclear.cloud.ledger.keys import create_key_file
 from gridclear.cloud.ledger.transactions import build_v0
 from gridclear.cloud.settlement import onboarding
 from gridclear.cloud.settlement.reconcile import reconcile
@@ -53,27 +55,38 @@ def _raw_litesvm_transfers(count: int) -> float:
     svm.airdrop(payer.pubkey(), 10**12)
     rent = svm.minimum_balance_for_rent_exemption(spl.MINT_SIZE)
 
-    def run(instructions: list[object], signers: list[Keypair]) -> None:
-        tx = build_v0(payer, instructions, svm.latest_blockhash(), signers=signers)  # type: ignore[arg-type]
+    def run(instructions: list[Instruction], signers: list[Keypair]) -> None:
+        tx = build_v0(payer, instructions, svm.latest_blockhash(), signers=signers)
         result = svm.send_transaction(tx)
-        assert not hasattr(result, "err") or result.err() is None, result  # type: ignore[union-attr]
+        if isinstance(result, FailedTransactionMetadata):
+            raise RuntimeError(f"LiteSVM refused a transfer: {result.err()}")
 
     run(
         [
-            spl.create_account(payer.pubkey(), mint.pubkey(), rent, spl.MINT_SIZE, spl.TOKEN_PROGRAM_ID),
+            spl.create_account(
+                payer.pubkey(), mint.pubkey(), rent, spl.MINT_SIZE, spl.TOKEN_PROGRAM_ID
+            ),
             spl.initialize_mint2(mint.pubkey(), 3, payer.pubkey()),
-            spl.create_associated_token_account_idempotent(payer.pubkey(), owner.pubkey(), mint.pubkey()),
-            spl.create_associated_token_account_idempotent(payer.pubkey(), other.pubkey(), mint.pubkey()),
+            spl.create_associated_token_account_idempotent(
+                payer.pubkey(), owner.pubkey(), mint.pubkey()
+            ),
+            spl.create_associated_token_account_idempotent(
+                payer.pubkey(), other.pubkey(), mint.pubkey()
+            ),
         ],
         [mint],
     )
     source = spl.associated_token_address(owner.pubkey(), mint.pubkey())
     target = spl.associated_token_address(other.pubkey(), mint.pubkey())
-    run([spl.mint_to_checked(mint.pubkey(), source, payer.pubkey(), 10**12, 3)], [])
+    run([spl.mint_to_checked(mint.pubkey(), source, payer.pubkey(), amount=10**12, decimals=3)], [])
     started = time.perf_counter()
     for i in range(count):
-        run([spl.transfer_checked(source, mint.pubkey(), target, owner.pubkey(), 1 + i % 7, 3)],
-            [owner])  # fmt: skip
+        run(
+            [spl.transfer_checked(
+                    source, mint.pubkey(), target, owner.pubkey(), amount=1 + i % 7, decimals=3
+                )],
+            [owner],
+        )
         svm.expire_blockhash()  # each a new transaction, as on the node
     return count / (time.perf_counter() - started)
 
@@ -113,18 +126,30 @@ async def _participants(
         assert setup is not None
         for i, (user_id, wallet, _) in enumerate(people):
             offer = await onboarding.offer_approval(
-                conn, ledger, setup, user_id=user_id, wallet=None,
-                energy_cap=10**12, payment_cap=10**15,
-            )  # fmt: skip
+                conn,
+                ledger,
+                setup,
+                user_id=user_id,
+                wallet=None,
+                energy_cap=10**12,
+                payment_cap=10**15,
+            )
             await onboarding.submit_approval(
-                conn, ledger, user_id=user_id,
+                conn,
+                ledger,
+                user_id=user_id,
                 transaction=sign_offered(offer.transaction, wallet),
-            )  # fmt: skip
+            )
             if i % 2 == 1:
                 await grant_payment(
-                    conn, ledger, setup, oracle=service.oracle, authority=service.authority,
-                    wallet=wallet.pubkey(), amount=10**12,
-                )  # fmt: skip
+                    conn,
+                    ledger,
+                    setup,
+                    oracle=service.oracle,
+                    authority=service.authority,
+                    wallet=wallet.pubkey(),
+                    amount=10**12,
+                )
             if (i + 1) % 100 == 0:
                 print(f"    {i + 1}/{count} participants onboarded", flush=True)
     return people
@@ -165,9 +190,18 @@ def _slot(url: str, people: list[tuple[int, Keypair, int]], trades: int) -> int:
                     "INSERT INTO trades (timeslot_id, seq, buy_order_id, sell_order_id, buyer_id,"
                     " seller_id, quantity_wh, price, amount) VALUES"
                     " (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (slot[0], seq, ids[0], ids[1], buyer[0], seller[0], quantity, PRICE,
-                     quantity * PRICE // 1000),
-                )  # fmt: skip
+                    (
+                        slot[0],
+                        seq,
+                        ids[0],
+                        ids[1],
+                        buyer[0],
+                        seller[0],
+                        quantity,
+                        PRICE,
+                        quantity * PRICE // 1000,
+                    ),
+                )
             for meter_id, wh in sold.items():
                 # One seller in ten delivers 10 % less than it sold: shortfalls are settled too.
                 delivered = wh - wh // 10 if meter_id % 10 == 0 else wh
@@ -216,19 +250,24 @@ def run(ctx: BenchContext) -> list[Figure]:
         migrate(url)
         node = LedgerNodeProcess(workdir=ctx.run_dir / "ledger-node", dev=True).start()
         try:
-            elapsed, settled, failed = asyncio.run(_measure(url, node.url, ctx.run_dir, trades,
-                                                            people_count))  # fmt: skip
+            elapsed, settled, failed = asyncio.run(
+                _measure(url, node.url, ctx.run_dir, trades, people_count)
+            )
         finally:
             node.stop()
     rate = settled / elapsed
     return [
         Figure("raw_litesvm_transfers", raw, "tx/s", "one transfer_checked each, in process"),
-        Figure("settled_trades", rate, "trades/s",
-               f"{trades:,} trades among {people_count:,} participants, through RPC"),
+        Figure(
+            "settled_trades",
+            rate,
+            "trades/s",
+            f"{trades:,} trades among {people_count:,} participants, through RPC",
+        ),
         Figure("slot_seconds", elapsed, "s", "the whole slot: mints, DvP, bookkeeping (goal < 10)"),
         Figure("settled_vs_raw", rate / raw, "ratio", "settled trades/s ÷ raw transfers/s"),
         Figure("trades_failed", failed, "trades", "expected 0"),
-    ]  # fmt: skip
+    ]
 
 
 async def _measure(
@@ -236,7 +275,10 @@ async def _measure(
 ) -> tuple[float, int, int]:
     keys = run_dir / f"keys-{uuid.uuid4().hex[:6]}"
     keys.mkdir()
-    oracle, authority = create_keypair(keys / "oracle.json"), create_keypair(keys / "settle.json")
+    oracle, authority = (
+        create_key_file(keys / "oracle.json").keypair,
+        create_key_file(keys / "settle.json").keypair,
+    )
     async with LedgerClient(rpc_url) as ledger:
         async with await AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as c:
             await init_ledger(c, ledger, oracle=oracle, authority=authority, airdrop=True)
@@ -246,4 +288,3 @@ async def _measure(
         slot = _slot(url, people, trades)
         print(f"  settling {trades:,} trades ...", flush=True)
         return await _settle(url, service, slot)
-

@@ -26,7 +26,7 @@ from solders.pubkey import Pubkey
 from gridclear.cloud import env
 from gridclear.cloud.ledger import spl
 from gridclear.cloud.ledger.client import LedgerClient
-from gridclear.cloud.ledger.keys import create_keypair
+from gridclear.cloud.ledger.keys import create_key_file
 from gridclear.cloud.settlement import onboarding
 from gridclear.cloud.settlement.setup import grant_payment, init_ledger
 from gridclear.cloud.settlement.store import LedgerSetup
@@ -128,19 +128,31 @@ class SettlementWorld:
         signature = await self.ledger.request_airdrop(wallet.pubkey(), SOL)
         await self.ledger.wait_landed([signature])
         offer = await onboarding.offer_approval(
-            self.conn, self.ledger, self.setup, user_id=int(user[0]), wallet=None,
-            energy_cap=energy_cap, payment_cap=payment_cap,
-        )  # fmt: skip
+            self.conn,
+            self.ledger,
+            self.setup,
+            user_id=int(user[0]),
+            wallet=None,
+            energy_cap=energy_cap,
+            payment_cap=payment_cap,
+        )
         submitted = await onboarding.submit_approval(
-            self.conn, self.ledger, user_id=int(user[0]),
+            self.conn,
+            self.ledger,
+            user_id=int(user[0]),
             transaction=sign_as_wallet(offer.transaction, wallet),
-        )  # fmt: skip
+        )
         assert submitted.state == "landed", submitted
         if funds:
             await grant_payment(
-                self.conn, self.ledger, self.setup, oracle=self.oracle,
-                authority=self.authority, wallet=wallet.pubkey(), amount=funds,
-            )  # fmt: skip
+                self.conn,
+                self.ledger,
+                self.setup,
+                oracle=self.oracle,
+                authority=self.authority,
+                wallet=wallet.pubkey(),
+                amount=funds,
+            )
         participant = Participant(int(user[0]), wallet, int(meter[0]))
         self.participants.append(participant)
         return participant
@@ -155,9 +167,14 @@ class SettlementWorld:
                 "INSERT INTO timeslots (starts_at, ends_at, opens_at, closes_at, settles_at,"
                 " state, price_floor, price_cap) VALUES (%s, %s, %s, %s, %s, 'settling', 0,"
                 " 10000000) RETURNING id",
-                (start, start + timedelta(minutes=15), start - timedelta(hours=2),
-                 start - timedelta(minutes=5), start + timedelta(minutes=30)),
-            ).fetchone()  # fmt: skip
+                (
+                    start,
+                    start + timedelta(minutes=15),
+                    start - timedelta(hours=2),
+                    start - timedelta(minutes=5),
+                    start + timedelta(minutes=30),
+                ),
+            ).fetchone()
             assert slot is not None
             for seq, trade in enumerate(trades, start=1):
                 ids = []
@@ -166,18 +183,34 @@ class SettlementWorld:
                         "INSERT INTO orders (timeslot_id, user_id, meter_id, side, quantity_wh,"
                         " price, status, filled_wh) VALUES (%s, %s, %s, %s, %s, %s, 'filled', %s)"
                         " RETURNING id",
-                        (slot[0], who.user_id, who.meter_id, side, trade.quantity_wh,
-                         trade.price, trade.quantity_wh),
-                    ).fetchone()  # fmt: skip
+                        (
+                            slot[0],
+                            who.user_id,
+                            who.meter_id,
+                            side,
+                            trade.quantity_wh,
+                            trade.price,
+                            trade.quantity_wh,
+                        ),
+                    ).fetchone()
                     assert row is not None
                     ids.append(row[0])
                 sync.execute(
                     "INSERT INTO trades (timeslot_id, seq, buy_order_id, sell_order_id, buyer_id,"
                     " seller_id, quantity_wh, price, amount) VALUES (%s, %s, %s, %s, %s, %s, %s,"
                     " %s, %s)",
-                    (slot[0], seq, ids[0], ids[1], trade.buyer.user_id, trade.seller.user_id,
-                     trade.quantity_wh, trade.price, trade.quantity_wh * trade.price // 1000),
-                )  # fmt: skip
+                    (
+                        slot[0],
+                        seq,
+                        ids[0],
+                        ids[1],
+                        trade.buyer.user_id,
+                        trade.seller.user_id,
+                        trade.quantity_wh,
+                        trade.price,
+                        trade.quantity_wh * trade.price // 1000,
+                    ),
+                )
             for meter_id, wh in export.items():
                 sync.execute(
                     "INSERT INTO interval_energy (meter_id, slot_start, slot_end, import_wh,"
@@ -191,7 +224,9 @@ class SettlementWorld:
         """``(energy Wh, payment base units)`` on the ledger."""
         data = await self.ledger.accounts(
             [
-                spl.associated_token_address(who.address, Pubkey.from_string(self.setup.energy_mint)),
+                spl.associated_token_address(
+                    who.address, Pubkey.from_string(self.setup.energy_mint)
+                ),
                 spl.associated_token_address(
                     who.address, Pubkey.from_string(self.setup.payment_mint)
                 ),
@@ -212,7 +247,9 @@ class SettlementWorld:
             " WHERE timeslot_id = %s ORDER BY seq",
             (slot_id,),
         )
-        return [(r["state"], r["reason"], r["delivered_wh"], r["payment"]) for r in await cur.fetchall()]
+        return [
+            (r["state"], r["reason"], r["delivered_wh"], r["payment"]) for r in await cur.fetchall()
+        ]
 
 
 sign_as_wallet = sign_offered
@@ -220,9 +257,9 @@ sign_as_wallet = sign_offered
 
 async def make_world(url: str, rpc_url: str, key_dir: Path) -> SettlementWorld:
     """Keys, a ledger client and a database connection, with ``ledger init`` done."""
-    key_dir.mkdir(parents=True, exist_ok=True)
-    oracle = create_keypair(key_dir / "oracle.json")
-    authority = create_keypair(key_dir / "settlement.json")
+    key_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (test set-up, once)
+    oracle = create_key_file(key_dir / "oracle.json").keypair
+    authority = create_key_file(key_dir / "settlement.json").keypair
     ledger = LedgerClient(rpc_url)
     conn = await AsyncConnection.connect(url, autocommit=True, row_factory=psycopg.rows.dict_row)
     result = await init_ledger(conn, ledger, oracle=oracle, authority=authority, airdrop=True)

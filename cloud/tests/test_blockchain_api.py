@@ -9,9 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from solders.keypair import Keypair
-from solders.transaction import VersionedTransaction
-
 from cloud.tests.api_support import (
     Api,
     Wallet,
@@ -22,6 +19,9 @@ from cloud.tests.api_support import (
     test_settings,
 )
 from cloud.tests.settlement_support import SettlementWorld, TradeSpec, make_world
+from solders.keypair import Keypair
+from solders.transaction import VersionedTransaction
+
 from gridclear.cloud.settlement.engine import Settler
 from gridclear.devtools.ledger import LedgerNodeProcess
 from gridclear.devtools.wallet import sign_offered
@@ -95,7 +95,7 @@ async def test_a_wallet_onboards_and_sees_its_allowances(api: Api, world: Settle
     got = balance.json()["data"]
     assert got["energyAllowance"] == 5_000
     assert got["paymentAllowance"] == 7_000_000
-    assert got["energyWh"] == 0 and got["payment"] == 0
+    assert (got["energyWh"], got["payment"]) == (0, 0)
     assert got["lamports"] > 0
 
     # The same signed transaction again is a replay.
@@ -110,7 +110,8 @@ async def test_a_wallet_onboards_and_sees_its_allowances(api: Api, world: Settle
     again = await api.client.post(
         "/api/blockchain/transactions", json={"transaction": signed}, headers=headers
     )
-    assert again.status_code == 409 and error_code(again) == "CONFLICT"
+    assert again.status_code == 409
+    assert error_code(again) == "CONFLICT"
 
 
 async def test_a_transaction_not_offered_is_refused(api: Api, world: SettlementWorld) -> None:
@@ -122,15 +123,19 @@ async def test_a_transaction_not_offered_is_refused(api: Api, world: SettlementW
         base64.b64decode(offer.json()["data"]["transaction"])
     )
     # The wallet signs something else: a self-transfer built on the same blockhash.
-    from gridclear.cloud.ledger.transactions import build_v0
     from solders.system_program import TransferParams, transfer
+
+    from gridclear.cloud.ledger.transactions import build_v0
 
     other = build_v0(
         keypair,
-        [transfer(TransferParams(from_pubkey=keypair.pubkey(), to_pubkey=keypair.pubkey(),
-                                 lamports=1))],
+        [
+            transfer(
+                TransferParams(from_pubkey=keypair.pubkey(), to_pubkey=keypair.pubkey(), lamports=1)
+            )
+        ],
         unsigned.message.recent_blockhash,
-    )  # fmt: skip
+    )
     refused = await api.client.post(
         "/api/blockchain/transactions",
         json={"transaction": base64.b64encode(bytes(other)).decode()},
@@ -155,7 +160,9 @@ async def test_an_account_without_a_wallet_is_told_to_link_one(api: Api) -> None
     assert error_code(refused) == "WALLET_REQUIRED"
 
 
-async def test_public_settlement_views_and_my_transactions(api: Api, world: SettlementWorld) -> None:
+async def test_public_settlement_views_and_my_transactions(
+    api: Api, world: SettlementWorld
+) -> None:
     seller = await world.participant("export")
     headers, keypair = await _onboard(api, world)
     cur = await world.conn.execute(
@@ -164,10 +171,18 @@ async def test_public_settlement_views_and_my_transactions(api: Api, world: Sett
     row = await cur.fetchone()
     assert row is not None
     from cloud.tests.settlement_support import Participant
+
     from gridclear.cloud.settlement.setup import grant_payment
 
-    await grant_payment(world.conn, world.ledger, world.setup, oracle=world.oracle,
-                        authority=world.authority, wallet=keypair.pubkey(), amount=5_000_000)  # fmt: skip
+    await grant_payment(
+        world.conn,
+        world.ledger,
+        world.setup,
+        oracle=world.oracle,
+        authority=world.authority,
+        wallet=keypair.pubkey(),
+        amount=5_000_000,
+    )
     buyer = Participant(int(row["user_id"]), keypair, seller.meter_id)
     slot = world.settling_slot([TradeSpec(seller, buyer, 1_200, 300_000)], {seller.meter_id: 1_200})
     settler = Settler(world.ledger, world.setup, oracle=world.oracle, authority=world.authority)
@@ -186,14 +201,18 @@ async def test_public_settlement_views_and_my_transactions(api: Api, world: Sett
     (trade,) = body["trades"]
     assert (trade["deliveredWh"], trade["payment"], trade["state"]) == (1_200, 360_000, "settled")
     assert trade["signature"] is not None
-    assert "userId" not in str(body) and "buyer" not in str(body)
+    assert "userId" not in str(body)
+    assert "buyer" not in str(body)
 
     mine = await api.client.get("/api/my/transactions", headers=headers)
     assert mine.status_code == 200, mine.text
     (item,) = mine.json()["data"]["items"]
     assert (item["kind"], item["energyWh"], item["payment"], item["direction"]) == (
-        "settlement", 1_200, -360_000, "bought",
-    )  # fmt: skip
+        "settlement",
+        1_200,
+        -360_000,
+        "bought",
+    )
     bids = await api.client.get("/api/blockchain/my/bids", headers=headers)
     assert bids.status_code == 200
     assert bids.json()["data"][0]["trades"][0]["deliveredWh"] == 1_200
@@ -223,6 +242,9 @@ async def test_settlement_off_answers_service_unavailable(
         assert off.json()["error"]["details"]["reason"] == "settlement_off"
         health = await api.client.get("/api/blockchain/health")
         assert health.json()["data"] == {
-            "rpcReachable": False, "slot": None, "blockHeight": None, "version": None,
+            "rpcReachable": False,
+            "slot": None,
+            "blockHeight": None,
+            "version": None,
             "configured": False,
-        }  # fmt: skip
+        }

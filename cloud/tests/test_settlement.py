@@ -7,12 +7,9 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+
 import httpx
 import pytest
-from solders.keypair import Keypair
-from solders.pubkey import Pubkey
-from solders.transaction import VersionedTransaction
-
 from cloud.tests.api_support import migrated_db  # noqa: F401 (a fixture)
 from cloud.tests.settlement_support import (
     SettlementWorld,
@@ -20,6 +17,10 @@ from cloud.tests.settlement_support import (
     make_world,
     sign_as_wallet,
 )
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
 from gridclear.cloud.ledger import spl
 from gridclear.cloud.ledger.client import LedgerUnavailableError
 from gridclear.cloud.ledger.transactions import build_v0
@@ -61,8 +62,9 @@ async def world(
 
 
 def _settler(world: SettlementWorld, fault: FaultPoint | None = None) -> Settler:
-    return Settler(world.ledger, world.setup, oracle=world.oracle, authority=world.authority,
-                   fault=fault)  # fmt: skip
+    return Settler(
+        world.ledger, world.setup, oracle=world.oracle, authority=world.authority, fault=fault
+    )
 
 
 async def _settle_all(world: SettlementWorld, slot_id: int) -> None:
@@ -104,7 +106,9 @@ async def test_delivery_versus_payment_moves_both_tokens_exactly(world: Settleme
 async def test_a_delivery_shortfall_is_scaled_pro_rata(world: SettlementWorld) -> None:
     seller = await world.participant("export")
     buyers = [await world.participant("import", funds=10_000_000) for _ in range(3)]
-    trades = [TradeSpec(seller, b, q, PRICE) for b, q in zip(buyers, (1_000, 2_000, 3_000), strict=True)]
+    trades = [
+        TradeSpec(seller, b, q, PRICE) for b, q in zip(buyers, (1_000, 2_000, 3_000), strict=True)
+    ]
     # Sold 6,000 Wh, delivered 3,001: each trade gets its share, the odd Wh by remainder.
     slot = world.settling_slot(trades, {seller.meter_id: 3_001})
 
@@ -129,12 +133,17 @@ async def test_a_revoked_allowance_fails_its_trade_and_the_others_settle(
     good = await world.participant("import", funds=10_000_000)
     revoker = await world.participant("import", funds=10_000_000)
     slot = world.settling_slot(
-        [TradeSpec(seller, good, 1_000, PRICE), TradeSpec(seller, revoker, 1_000, PRICE),
-         TradeSpec(seller, good, 500, PRICE)],
+        [
+            TradeSpec(seller, good, 1_000, PRICE),
+            TradeSpec(seller, revoker, 1_000, PRICE),
+            TradeSpec(seller, good, 500, PRICE),
+        ],
         {seller.meter_id: 2_500},
-    )  # fmt: skip
+    )
     # Between clearing and settlement, the buyer revokes the delegation, from their wallet.
-    payment = spl.associated_token_address(revoker.address, Pubkey.from_string(world.setup.payment_mint))
+    payment = spl.associated_token_address(
+        revoker.address, Pubkey.from_string(world.setup.payment_mint)
+    )
     blockhash, _ = await world.ledger.latest_blockhash()
     revoke = build_v0(revoker.wallet, [spl.revoke(payment, revoker.address)], blockhash)
     await world.ledger.wait_landed([await world.ledger.send_raw(bytes(revoke))])
@@ -184,10 +193,16 @@ async def test_the_memo_names_the_settlement_on_the_ledger(
         answer = (
             await client.post(
                 node.url,
-                json={"jsonrpc": "2.0", "id": 1, "method": "getTransaction",
-                      "params": [row["signature"], {"encoding": "json",
-                                                    "maxSupportedTransactionVersion": 0}]},
-            )  # fmt: skip
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "getTransaction",
+                    "params": [
+                        row["signature"],
+                        {"encoding": "json", "maxSupportedTransactionVersion": 0},
+                    ],
+                },
+            )
         ).json()
     logs = "\n".join(answer["result"]["meta"]["logMessages"])
     assert f"gridclear:settle slot={slot} items=1-1" in logs
@@ -236,9 +251,7 @@ async def test_kill_9_at_every_step_pays_each_trade_exactly_once(
 ) -> None:
     sellers = [await world.participant("export") for _ in range(2)]
     buyers = [await world.participant("import", funds=50_000_000) for _ in range(3)]
-    specs = [
-        TradeSpec(sellers[i % 2], buyers[i % 3], 100 + 37 * i, PRICE + i) for i in range(14)
-    ]
+    specs = [TradeSpec(sellers[i % 2], buyers[i % 3], 100 + 37 * i, PRICE + i) for i in range(14)]
     slot = world.settling_slot(specs, {s.meter_id: 10_000 for s in sellers})
 
     for fault in faults:
@@ -254,7 +267,10 @@ async def test_kill_9_at_every_step_pays_each_trade_exactly_once(
         spent[spec.buyer.user_id] += spec.quantity_wh * spec.price // 1000
         got[spec.buyer.user_id] += spec.quantity_wh
     for buyer in buyers:
-        assert await world.balances(buyer) == (got[buyer.user_id], 50_000_000 - spent[buyer.user_id])
+        assert await world.balances(buyer) == (
+            got[buyer.user_id],
+            50_000_000 - spent[buyer.user_id],
+        )
     clean = world.run_ledger("reconcile")
     assert clean.returncode == 0, clean.stdout + clean.stderr
 
@@ -264,24 +280,38 @@ async def test_onboarding_refuses_a_tampered_forged_or_replayed_approval(
 ) -> None:
     someone = await world.participant("import")
     offer = await onboarding.offer_approval(
-        world.conn, world.ledger, world.setup, user_id=someone.user_id, wallet=None,
-        energy_cap=1, payment_cap=2,
-    )  # fmt: skip
+        world.conn,
+        world.ledger,
+        world.setup,
+        user_id=someone.user_id,
+        wallet=None,
+        energy_cap=1,
+        payment_cap=2,
+    )
     offered = VersionedTransaction.from_bytes(base64.b64decode(offer.transaction))
 
     # A bigger cap than the one offered: another message, never forwarded.
     other = await onboarding.offer_approval(
-        world.conn, world.ledger, world.setup, user_id=someone.user_id, wallet=None,
-        energy_cap=1, payment_cap=3,
-    )  # fmt: skip
+        world.conn,
+        world.ledger,
+        world.setup,
+        user_id=someone.user_id,
+        wallet=None,
+        energy_cap=1,
+        payment_cap=3,
+    )
     raw = bytearray(base64.b64decode(other.transaction))
     raw[-5] ^= 0xFF
-    tampered = VersionedTransaction(VersionedTransaction.from_bytes(bytes(raw)).message, [someone.wallet])
+    tampered = VersionedTransaction(
+        VersionedTransaction.from_bytes(bytes(raw)).message, [someone.wallet]
+    )
     with pytest.raises(ApprovalError) as refused:
         await onboarding.submit_approval(
-            world.conn, world.ledger, user_id=someone.user_id,
+            world.conn,
+            world.ledger,
+            user_id=someone.user_id,
             transaction=base64.b64encode(bytes(tampered)).decode(),
-        )  # fmt: skip
+        )
     assert refused.value.code == "not_offered"
 
     forged = VersionedTransaction.populate(
@@ -289,9 +319,11 @@ async def test_onboarding_refuses_a_tampered_forged_or_replayed_approval(
     )
     with pytest.raises(ApprovalError) as refused:
         await onboarding.submit_approval(
-            world.conn, world.ledger, user_id=someone.user_id,
+            world.conn,
+            world.ledger,
+            user_id=someone.user_id,
             transaction=base64.b64encode(bytes(forged)).decode(),
-        )  # fmt: skip
+        )
     assert refused.value.code == "invalid_signature"
 
     # Another account cannot submit it; its owner can, once.
@@ -328,4 +360,3 @@ async def test_init_is_idempotent_and_refuses_another_ledger(
     refused = world.run_ledger("init", GRIDCLEAR_SOLANA_RPC_URL=other.url)
     assert refused.returncode == 2
     assert "genesis hash" in refused.stderr
-

@@ -42,12 +42,12 @@ __all__ = [
     "REDIS_URL",
     "REFRESH_TOKEN_TTL_S",
     "SCHEDULER_INTERVAL_S",
+    "SETTLEMENT_FAULT",
+    "SETTLEMENT_KEY_FILE",
     "SIWS_CHAIN_ID",
     "SIWS_DOMAIN",
     "SIWS_STATEMENT",
     "SIWS_URI",
-    "SETTLEMENT_FAULT",
-    "SETTLEMENT_KEY_FILE",
     "SOLANA_COMMITMENT",
     "SOLANA_RPC_URL",
     "TEST_TIMESCALE_URL",
@@ -140,7 +140,7 @@ SCHEDULER_INTERVAL_S: Final = "GRIDCLEAR_SCHEDULER_INTERVAL_S"
 # scheduler's settings); docs/SETTLEMENT.md documents each one.
 
 SOLANA_RPC_URL: Final = "GRIDCLEAR_SOLANA_RPC_URL"
-"""Solana JSON-RPC endpoint: the ledger node, a validator, devnet or mainnet (unset: no settlement)."""
+"""Solana JSON-RPC: the ledger node, a validator, devnet or mainnet (unset: no settlement)."""
 SOLANA_COMMITMENT: Final = "GRIDCLEAR_SOLANA_COMMITMENT"
 """``processed``, ``confirmed`` (the default) or ``finalized``."""
 ORACLE_KEY_FILE: Final = "GRIDCLEAR_ORACLE_KEY_FILE"

@@ -465,9 +465,12 @@ class LedgerSettings(DatabaseSettings):
     """GRIDCLEAR_SETTLEMENT_FAULT: tests only, where settlement kills itself."""
 
     @field_validator(
-        "solana_rpc_url", "oracle_key_file", "settlement_key_file", "settlement_fault",
+        "solana_rpc_url",
+        "oracle_key_file",
+        "settlement_key_file",
+        "settlement_fault",
         mode="before",
-    )  # fmt: skip
+    )
     @classmethod
     def _ledger_unset_when_empty(cls, value: object) -> object:
         return None if value == "" else value
@@ -497,9 +500,8 @@ class LedgerSettings(DatabaseSettings):
             )
             if value is None
         ]
-        if missing:
+        if self.oracle_key_file is None or self.settlement_key_file is None:
             raise SettingsError("set " + " and ".join(missing))
-        assert self.oracle_key_file is not None and self.settlement_key_file is not None
         return self.oracle_key_file, self.settlement_key_file
 
 

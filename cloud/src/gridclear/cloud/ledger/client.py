@@ -31,7 +31,7 @@ from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Commitment
 from solana.rpc.core import RPCException, RPCNoResultException
-from solana.rpc.types import TxOpts
+from solana.rpc.models import TxOpts
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -99,7 +99,9 @@ def _describe(err: TransactionErrorType | object) -> str:
 def _failed_instruction(err: object) -> tuple[int | None, int | None]:
     if isinstance(err, TransactionErrorInstructionError):
         inner = err.err
-        return int(err.index), int(inner.code) if isinstance(inner, InstructionErrorCustom) else None
+        return int(err.index), int(inner.code) if isinstance(
+            inner, InstructionErrorCustom
+        ) else None
     return None, None
 
 
@@ -197,16 +199,16 @@ class LedgerClient:
                     out.append(None)
                 else:
                     err = status.err
-                    out.append(LandedStatus(int(status.slot), None if err is None else _describe(err)))
+                    out.append(
+                        LandedStatus(int(status.slot), None if err is None else _describe(err))
+                    )
         return out
 
     # ------------------------------------------------------------------ writes
 
     async def simulate(self, transaction: VersionedTransaction) -> Simulation:
         async with _answers("simulateTransaction"):
-            value = (
-                await self._rpc.simulate_transaction(transaction, sig_verify=True)
-            ).value
+            value = (await self._rpc.simulate_transaction(transaction, sig_verify=True)).value
         err = value.err
         instruction, custom = _failed_instruction(err)
         return Simulation(
@@ -256,15 +258,16 @@ class _answers:  # noqa: N801 (used as a lower-case context manager, like contex
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
+        # Never swallows: either the exception goes on as it is, or as the ledger's failure.
         if exc is None or isinstance(exc, LedgerUnavailableError | asyncio.CancelledError):
-            return False
+            return
         if isinstance(exc, RPCException | RPCNoResultException | SolanaRpcException):
             detail = str(exc)
         elif isinstance(exc, Exception):
             # solders raises its own types (and ValueErrors) on answers it cannot parse.
             detail = f"{type(exc).__name__}: {exc}"
         else:
-            return False
+            return
         log.warning("ledger %s failed: %s", self.method, detail[:300])
         raise LedgerUnavailableError(f"{self.method}: {detail[:300]}") from exc

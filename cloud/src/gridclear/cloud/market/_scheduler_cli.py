@@ -13,8 +13,8 @@ from gridclear.cloud import env
 from gridclear.cloud.market.clock import MarketClock
 
 if TYPE_CHECKING:
-    from gridclear.cloud.settlement.service import SettlementService
     from gridclear.cloud.settings import SchedulerSettings
+    from gridclear.cloud.settlement.service import SettlementService
 
 __all__ = ["add_scheduler_command"]
 
@@ -130,19 +130,17 @@ async def _serve(
 def _settlement(settings: SchedulerSettings) -> SettlementService | None:
     """The settlement jobs' service when GRIDCLEAR_SOLANA_RPC_URL is set (keys required)."""
     from gridclear.cloud.ledger.client import LedgerClient
-    from gridclear.cloud.ledger.keys import load_keypair
+    from gridclear.cloud.ledger.keys import load_key_file
     from gridclear.cloud.settlement.engine import FaultPoint
     from gridclear.cloud.settlement.service import SettlementService
 
     if settings.solana_rpc_url is None:
-        logging.getLogger(__name__).info(
-            "settlement off: %s is not set", env.SOLANA_RPC_URL
-        )
+        logging.getLogger(__name__).info("settlement off: %s is not set", env.SOLANA_RPC_URL)
         return None
     oracle_file, authority_file = settings.key_files()
     return SettlementService(
         ledger=LedgerClient(settings.solana_rpc_url, commitment=settings.solana_commitment),
-        oracle=load_keypair(oracle_file),
-        authority=load_keypair(authority_file),
+        oracle=load_key_file(oracle_file).keypair,
+        authority=load_key_file(authority_file).keypair,
         fault=None if settings.settlement_fault is None else FaultPoint(settings.settlement_fault),
     )

@@ -33,8 +33,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 
-from gridclear.cloud.market.clock import MarketClock
 from gridclear.cloud.ledger.client import LedgerUnavailableError
+from gridclear.cloud.market.clock import MarketClock
 from gridclear.cloud.market.events import EventSink, safe_emit, slot_json
 from gridclear.cloud.market.service import TickReport, tick
 from gridclear.cloud.market.store import get_slot, record_clock

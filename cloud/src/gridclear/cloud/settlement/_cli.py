@@ -47,13 +47,16 @@ def add_settlement_commands(ledger: argparse._SubParsersAction[argparse.Argument
         ),
     )
     init.add_argument(
-        "--payment-mint", default=None, metavar="ADDRESS",
+        "--payment-mint",
+        default=None,
+        metavar="ADDRESS",
         help="adopt this payment token mint (e.g. USDC on mainnet) instead of creating one",
-    )  # fmt: skip
+    )
     init.add_argument(
-        "--airdrop", action="store_true",
+        "--airdrop",
+        action="store_true",
         help="fund the settlement authority by requestAirdrop (development ledgers)",
-    )  # fmt: skip
+    )
     init.set_defaults(handler=_init)
 
     faucet = ledger.add_parser(
@@ -124,13 +127,13 @@ def _run(main: object) -> int:
 
 def _keygen(args: argparse.Namespace) -> int:
     from gridclear.cloud.errors import GridclearCloudError
-    from gridclear.cloud.ledger.keys import create_keypair
+    from gridclear.cloud.ledger.keys import create_key_file
 
     try:
-        keypair = create_keypair(args.path)
+        key = create_key_file(args.path)
     except GridclearCloudError as exc:
         return _fail(str(exc))
-    print(keypair.pubkey())
+    print(key.pubkey)
     return 0
 
 
@@ -146,11 +149,14 @@ def _init(args: argparse.Namespace) -> int:
         from psycopg import AsyncConnection
         from psycopg.rows import dict_row
 
-        from gridclear.cloud.ledger.keys import load_keypair
+        from gridclear.cloud.ledger.keys import load_key_file
         from gridclear.cloud.settlement.setup import init_ledger
 
         oracle_file, authority_file = settings.key_files()
-        oracle, authority = load_keypair(oracle_file), load_keypair(authority_file)
+        oracle, authority = (
+            load_key_file(oracle_file).keypair,
+            load_key_file(authority_file).keypair,
+        )
         async with (
             _client(settings) as ledger,
             await AsyncConnection.connect(
@@ -158,9 +164,13 @@ def _init(args: argparse.Namespace) -> int:
             ) as conn,
         ):
             result = await init_ledger(
-                conn, ledger, oracle=oracle, authority=authority,
-                payment_mint=args.payment_mint, airdrop=args.airdrop,
-            )  # fmt: skip
+                conn,
+                ledger,
+                oracle=oracle,
+                authority=authority,
+                payment_mint=args.payment_mint,
+                airdrop=args.airdrop,
+            )
         setup = result.setup
         print("set up" if result.created else "already set up (nothing changed)")
         print(f"  energy mint           {setup.energy_mint} (decimals {setup.energy_decimals})")
@@ -181,7 +191,7 @@ def _faucet(args: argparse.Namespace) -> int:
         from psycopg.rows import dict_row
         from solders.pubkey import Pubkey
 
-        from gridclear.cloud.ledger.keys import load_keypair
+        from gridclear.cloud.ledger.keys import load_key_file
         from gridclear.cloud.settlement import store
         from gridclear.cloud.settlement.setup import grant_payment
 
@@ -205,9 +215,14 @@ def _faucet(args: argparse.Namespace) -> int:
                     return _fail("the ledger is not set up: run `gridclear-cloud ledger init`")
                 oracle_file, authority_file = settings.key_files()
                 signature = await grant_payment(
-                    conn, ledger, setup, oracle=load_keypair(oracle_file),
-                    authority=load_keypair(authority_file), wallet=wallet, amount=args.amount,
-                )  # fmt: skip
+                    conn,
+                    ledger,
+                    setup,
+                    oracle=load_key_file(oracle_file).keypair,
+                    authority=load_key_file(authority_file).keypair,
+                    wallet=wallet,
+                    amount=args.amount,
+                )
                 print(f"minted {args.amount} payment base units: {signature}")
         return 0
 
@@ -219,7 +234,7 @@ def _settle(args: argparse.Namespace) -> int:
         from psycopg import AsyncConnection
         from psycopg.rows import dict_row
 
-        from gridclear.cloud.ledger.keys import load_keypair
+        from gridclear.cloud.ledger.keys import load_key_file
         from gridclear.cloud.settlement import store
         from gridclear.cloud.settlement.engine import FaultPoint
         from gridclear.cloud.settlement.service import SettlementService
@@ -233,7 +248,10 @@ def _settle(args: argparse.Namespace) -> int:
             ) as conn,
         ):
             service = SettlementService(
-                ledger, load_keypair(oracle_file), load_keypair(authority_file), fault=fault
+                ledger,
+                load_key_file(oracle_file).keypair,
+                load_key_file(authority_file).keypair,
+                fault=fault,
             )
             passes = 0
             while True:

@@ -53,7 +53,7 @@ from gridclear.cloud.ledger import spl
 from gridclear.cloud.ledger.client import LedgerClient, LedgerUnavailableError
 from gridclear.cloud.ledger.transactions import MAX_TRANSACTION_BYTES, build_v0
 from gridclear.cloud.settlement import store
-from gridclear.cloud.settlement.arithmetic import TradeToSettle, scale_deliveries
+from gridclear.cloud.settlement.arithmetic import TradeInput, settle_slot
 from gridclear.cloud.settlement.store import Attempt, LedgerSetup, TradeToSend
 
 __all__ = ["FaultPoint", "SettlementReport", "Settler", "memo_text"]
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 _COMPUTE_UNITS_PER_TRADE = 1_200  # 513 measured (DESIGN §9); room for a costlier token program
 _COMPUTE_UNITS_BASE = 20_000
 _MINTS_PER_TRANSACTION = 8
-_TRADES_PER_TRANSACTION = 6  # what fits in 1,232 bytes without a lookup table (measured)
+_TRADES_PER_TRANSACTION = 5  # what fits in 1,232 bytes without a lookup table (measured)
 _SIMULATIONS_AT_ONCE = 16
 
 TOKEN_INSUFFICIENT_FUNDS = 1
@@ -175,7 +175,9 @@ class Settler:
         # Height first: an attempt unseen by statuses read *after* a height past its
         # last valid height can never land.
         height = await self.ledger.block_height()
-        statuses = await self.ledger.statuses([Signature.from_string(a.signature) for a in attempts])
+        statuses = await self.ledger.statuses(
+            [Signature.from_string(a.signature) for a in attempts]
+        )
         again: list[Attempt] = []
         for attempt, status in zip(attempts, statuses, strict=True):
             if status is None:
@@ -223,8 +225,9 @@ class Settler:
                 report.landed += 1
             else:
                 # Nothing moved (a transaction is atomic): simulate and sign anew.
-                log.warning("settlement transaction %s failed on the ledger: %s",
-                            attempt.signature, error)
+                log.warning(
+                    "settlement transaction %s failed on the ledger: %s", attempt.signature, error
+                )
                 await self._release(conn, attempt.id)
 
     async def _expire(self, conn: AsyncConnection[DictRow], attempt: Attempt) -> None:
@@ -288,9 +291,9 @@ class Settler:
             export = {int(r["user_id"]): max(int(r["export_wh"]), 0) for r in await cur.fetchall()}
             users = {int(t["buyer_id"]) for t in trades} | {int(t["seller_id"]) for t in trades}
             wallets = await store.settlement_wallets(conn, sorted(users))
-            amounts = scale_deliveries(
+            amounts = settle_slot(
                 [
-                    TradeToSettle(
+                    TradeInput(
                         trade_id=int(t["id"]),
                         seller_id=int(t["seller_id"]),
                         buyer_id=int(t["buyer_id"]),
@@ -300,7 +303,7 @@ class Settler:
                     for t in trades
                 ],
                 export,
-            )
+            ).trades
             by_id = {int(t["id"]): t for t in trades}
             rows = []
             for amount in amounts:
@@ -315,10 +318,18 @@ class Settler:
                     state, reason = "pending", None
                 rows.append(
                     (
-                        amount.trade_id, slot_id, int(t["seq"]), buyer, seller,
-                        int(t["quantity_wh"]), amount.delivered_wh, amount.payment, state, reason,
+                        amount.trade_id,
+                        slot_id,
+                        int(t["seq"]),
+                        buyer,
+                        seller,
+                        int(t["quantity_wh"]),
+                        amount.delivered_wh,
+                        amount.payment,
+                        state,
+                        reason,
                     )
-                )  # fmt: skip
+                )
             async with conn.cursor() as cur2:
                 await cur2.executemany(
                     "INSERT INTO trade_settlements (trade_id, timeslot_id, seq, buyer_wallet,"
@@ -380,18 +391,21 @@ class Settler:
                 recorded.append((attempt_id, outcome.raw))
         await self._after_record(conn, recorded, report)
 
-    async def _mint_transaction(
-        self, slot_id: int, batch: Sequence[tuple[str, int]]
-    ) -> _Signed:
+    async def _mint_transaction(self, slot_id: int, batch: Sequence[tuple[str, int]]) -> _Signed:
         instructions = [spl.set_compute_unit_limit(_COMPUTE_UNITS_BASE * (1 + len(batch)))]
         for wallet, energy_wh in batch:
-            destination = spl.associated_token_address(Pubkey.from_string(wallet), self._energy_mint)
+            destination = spl.associated_token_address(
+                Pubkey.from_string(wallet), self._energy_mint
+            )
             instructions.append(
                 spl.mint_to_checked(
-                    self._energy_mint, destination, self._oracle_key, energy_wh,
-                    self.setup.energy_decimals,
+                    self._energy_mint,
+                    destination,
+                    self._oracle_key,
+                    amount=energy_wh,
+                    decimals=self.setup.energy_decimals,
                 )
-            )  # fmt: skip
+            )
         instructions.append(
             spl.memo(memo_text("mint", slot_id, 0, len(batch) - 1), [self._authority_key])
         )
@@ -462,8 +476,8 @@ class Settler:
                     self._energy_mint,
                     spl.associated_token_address(buyer, self._energy_mint),
                     self._authority_key,
-                    trade.delivered_wh,
-                    self.setup.energy_decimals,
+                    amount=trade.delivered_wh,
+                    decimals=self.setup.energy_decimals,
                 )
             )
             instructions.append(
@@ -472,8 +486,8 @@ class Settler:
                     self._payment_mint,
                     spl.associated_token_address(seller, self._payment_mint),
                     self._authority_key,
-                    trade.payment,
-                    self.setup.payment_decimals,
+                    amount=trade.payment,
+                    decimals=self.setup.payment_decimals,
                 )
             )
         instructions.append(
@@ -533,7 +547,10 @@ class Settler:
                 offset = index - prefix
                 culprit = offset // per_item
                 out.append(
-                    ([batch[culprit]], _reason(simulation.error, simulation.custom, per_item, offset))
+                    (
+                        [batch[culprit]],
+                        _reason(simulation.error, simulation.custom, per_item, offset),
+                    )
                 )
                 batch = batch[:culprit] + batch[culprit + 1 :]
             return out
@@ -564,7 +581,9 @@ class Settler:
         report.sent += len(recorded)
         self._crash_at(FaultPoint.AFTER_SEND)
 
-    async def _send(self, conn: AsyncConnection[DictRow], attempts: list[tuple[int, bytes]]) -> None:
+    async def _send(
+        self, conn: AsyncConnection[DictRow], attempts: list[tuple[int, bytes]]
+    ) -> None:
         """Send recorded bytes; a send that fails is retried by the next resolve."""
         limit = asyncio.Semaphore(_SIMULATIONS_AT_ONCE)
 

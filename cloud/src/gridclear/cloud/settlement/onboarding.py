@@ -82,7 +82,9 @@ def approval_message(
         mint = Pubkey.from_string(mint_text)
         account = spl.associated_token_address(wallet, mint)
         instructions.append(spl.create_associated_token_account_idempotent(wallet, wallet, mint))
-        instructions.append(spl.approve_checked(account, mint, authority, wallet, cap, decimals))
+        instructions.append(
+            spl.approve_checked(account, mint, authority, wallet, amount=cap, decimals=decimals)
+        )
     return MessageV0.try_compile(wallet, instructions, [], blockhash)  # type: ignore[arg-type]
 
 
@@ -106,7 +108,8 @@ async def offer_approval(
         if len(linked) != 1:
             raise ApprovalError(
                 "wallet_required",
-                "link a wallet first (sign in with it)" if not linked
+                "link a wallet first (sign in with it)"
+                if not linked
                 else "this account has several wallets: name one",
             )
         wallet = linked[0]
@@ -124,9 +127,7 @@ async def offer_approval(
     )
     row = await cur.fetchone()
     assert row is not None
-    return Offer(
-        int(row["id"]), wallet, base64.b64encode(bytes(unsigned)).decode(), last_valid
-    )
+    return Offer(int(row["id"]), wallet, base64.b64encode(bytes(unsigned)).decode(), last_valid)
 
 
 def _decode(transaction: str) -> VersionedTransaction:

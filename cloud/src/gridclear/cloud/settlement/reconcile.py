@@ -137,11 +137,11 @@ async def reconcile(
         addresses += [
             spl.associated_token_address(Pubkey.from_string(w), payment_mint) for w in wallets
         ]
-    data = await ledger.accounts(addresses)
+    accounts = await ledger.accounts(addresses)
     for i, wallet in enumerate(wallets):
-        checks = [("energy_balance", energy[wallet], data[i])]
+        checks = [("energy_balance", energy[wallet], accounts[i])]
         if own_payment:
-            checks.append(("payment_balance", payment[wallet], data[len(wallets) + i]))
+            checks.append(("payment_balance", payment[wallet], accounts[len(wallets) + i]))
         for kind, expected, account in checks:
             report.checked += 1
             actual = 0 if account is None else spl.parse_token_account(account).amount
@@ -177,6 +177,8 @@ async def reconcile(
             "reconciliation found %d differences in %d checks: %s",
             len(report.differences),
             report.checked,
-            "; ".join(f"{d.kind} {d.subject}: {d.expected} != {d.actual}" for d in report.differences[:5]),
+            "; ".join(
+                f"{d.kind} {d.subject}: {d.expected} != {d.actual}" for d in report.differences[:5]
+            ),
         )
     return report

@@ -58,19 +58,26 @@ class SettlementService:
             return None
         if self._settler is None:
             self._settler = Settler(
-                self.ledger, setup, oracle=self.oracle, authority=self.authority,
+                self.ledger,
+                setup,
+                oracle=self.oracle,
+                authority=self.authority,
                 fault=self.fault,
-            )  # fmt: skip
+            )
         await resolve_approvals(conn, self.ledger)
         report = await self._settler.run_once(conn)
         if report.sent or report.settled_slots or report.expired:
             log.info(
                 "settlement pass: %d transactions sent, %d landed, %d expired, %d rebroadcast;"
                 " %d trades settled, %d failed; slots settled: %s",
-                report.sent, report.landed, report.expired, report.rebroadcast,
-                report.trades_settled, report.trades_failed,
+                report.sent,
+                report.landed,
+                report.expired,
+                report.rebroadcast,
+                report.trades_settled,
+                report.trades_failed,
                 ", ".join(map(str, report.settled_slots)) or "none",
-            )  # fmt: skip
+            )
         return report
 
     async def reconcile(self, conn: AsyncConnection[DictRow]) -> ReconcileReport | None:

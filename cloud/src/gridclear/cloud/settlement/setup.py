@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
-from solders import system_program
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -123,14 +122,8 @@ async def _create_mint(
     mint = Keypair()
     rent = await ledger.minimum_rent(spl.MINT_SIZE)
     instructions = [
-        system_program.create_account(
-            system_program.CreateAccountParams(
-                from_pubkey=payer.pubkey(),
-                to_pubkey=mint.pubkey(),
-                lamports=rent,
-                space=spl.MINT_SIZE,
-                owner=spl.TOKEN_PROGRAM_ID,
-            )
+        spl.create_account(
+            payer.pubkey(), mint.pubkey(), rent, spl.MINT_SIZE, spl.TOKEN_PROGRAM_ID
         ),
         spl.initialize_mint2(mint.pubkey(), decimals, authority),
     ]
@@ -186,7 +179,9 @@ async def init_ledger(
         await ledger.wait_landed([signature])
 
     if payment_mint is None:
-        payment = await _create_mint(conn, ledger, authority, oracle.pubkey(), _DEV_PAYMENT_DECIMALS)
+        payment = await _create_mint(
+            conn, ledger, authority, oracle.pubkey(), _DEV_PAYMENT_DECIMALS
+        )
         payment_decimals = _DEV_PAYMENT_DECIMALS
     else:
         payment = Pubkey.from_string(payment_mint)
@@ -238,7 +233,9 @@ async def grant_payment(
     account = spl.associated_token_address(wallet, mint)
     instructions = [
         spl.create_associated_token_account_idempotent(authority.pubkey(), wallet, mint),
-        spl.mint_to_checked(mint, account, oracle.pubkey(), amount, setup.payment_decimals),
+        spl.mint_to_checked(
+            mint, account, oracle.pubkey(), amount=amount, decimals=setup.payment_decimals
+        ),
     ]
 
     async def record_grant(attempt_id: int) -> None:

@@ -20,8 +20,8 @@ __all__ = [
     "TradeToSend",
     "load_setup",
     "open_attempts",
-    "settling_slots",
     "settlement_wallets",
+    "settling_slots",
 ]
 
 
@@ -113,9 +113,7 @@ async def record_attempts(
 
 
 async def settling_slots(conn: AsyncConnection[DictRow]) -> list[int]:
-    cur = await conn.execute(
-        "SELECT id FROM timeslots WHERE state = 'settling' ORDER BY starts_at"
-    )
+    cur = await conn.execute("SELECT id FROM timeslots WHERE state = 'settling' ORDER BY starts_at")
     return [int(row["id"]) for row in await cur.fetchall()]
 
 

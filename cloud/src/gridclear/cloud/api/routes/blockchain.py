@@ -90,17 +90,26 @@ class LedgerHealthOut(ApiModel):
 async def ledger_health(services: ServicesDep) -> Ok[LedgerHealthOut]:
     """Always 200; ``rpcReachable`` false when the ledger does not answer or none is set."""
     if services.ledger is None:
-        return ok(LedgerHealthOut(rpc_reachable=False, slot=None, block_height=None,
-                                  version=None, configured=False))  # fmt: skip
+        return ok(
+            LedgerHealthOut(
+                rpc_reachable=False, slot=None, block_height=None, version=None, configured=False
+            )
+        )
     try:
         slot = await services.ledger.slot()
         height = await services.ledger.block_height()
         version = await services.ledger.version()
     except Exception:  # any failure means "not reachable"; the client logged why
-        return ok(LedgerHealthOut(rpc_reachable=False, slot=None, block_height=None,
-                                  version=None, configured=True))  # fmt: skip
-    return ok(LedgerHealthOut(rpc_reachable=True, slot=slot, block_height=height,
-                              version=version, configured=True))  # fmt: skip
+        return ok(
+            LedgerHealthOut(
+                rpc_reachable=False, slot=None, block_height=None, version=None, configured=True
+            )
+        )
+    return ok(
+        LedgerHealthOut(
+            rpc_reachable=True, slot=slot, block_height=height, version=version, configured=True
+        )
+    )
 
 
 class GlobalStateOut(ApiModel):
@@ -225,8 +234,14 @@ async def slot_settlement(
         trades = [SettledTradeOut(**r) for r in await cur.fetchall()]
         cur = await conn.execute(_TX_SQL + " WHERE timeslot_id = %s ORDER BY id", (timeslot_id,))
         transactions = [TransactionOut(**r) for r in await cur.fetchall()]
-    return ok(SlotSettlementOut(timeslot_id=timeslot_id, state=str(slot["state"]),
-                                trades=trades, transactions=transactions))  # fmt: skip
+    return ok(
+        SlotSettlementOut(
+            timeslot_id=timeslot_id,
+            state=str(slot["state"]),
+            trades=trades,
+            transactions=transactions,
+        )
+    )
 
 
 class ActiveSlotOut(ApiModel):
@@ -295,9 +310,14 @@ async def _balance(ledger: LedgerClient, setup: LedgerSetup, owner: Pubkey) -> B
     lamports = await ledger.balance(owner)
     energy_amount, energy_allowance = spendable(energy, authority)
     payment_amount, payment_allowance = spendable(payment, authority)
-    return BalanceOut(address=str(owner), lamports=lamports, energy_wh=energy_amount,
-                      payment=payment_amount, energy_allowance=energy_allowance,
-                      payment_allowance=payment_allowance)  # fmt: skip
+    return BalanceOut(
+        address=str(owner),
+        lamports=lamports,
+        energy_wh=energy_amount,
+        payment=payment_amount,
+        energy_allowance=energy_allowance,
+        payment_allowance=payment_allowance,
+    )
 
 
 # ---------------------------------------------------------------- the caller's own
@@ -334,9 +354,14 @@ async def offer_approval(
     ledger, setup = await _settlement(services)
     async with services.pool.connection() as conn:
         offer = await onboarding.offer_approval(
-            conn, ledger, setup, user_id=principal.user.id, wallet=body.wallet,
-            energy_cap=body.energy_cap, payment_cap=body.payment_cap,
-        )  # fmt: skip
+            conn,
+            ledger,
+            setup,
+            user_id=principal.user.id,
+            wallet=body.wallet,
+            energy_cap=body.energy_cap,
+            payment_cap=body.payment_cap,
+        )
     return ok(
         ApprovalOfferOut(
             approval_id=offer.approval_id,
@@ -364,9 +389,13 @@ class SubmittedOut(ApiModel):
     "/api/blockchain/transactions",
     summary="Forward a signed approval, if it is exactly the one offered",
     responses=error_responses(
-        *_AUTH, ErrorCode.VALIDATION_ERROR, ErrorCode.TRANSACTION_NOT_OFFERED,
-        ErrorCode.CONFLICT, ErrorCode.INVALID_SIGNATURE, *_LEDGER,
-    ),  # fmt: skip
+        *_AUTH,
+        ErrorCode.VALIDATION_ERROR,
+        ErrorCode.TRANSACTION_NOT_OFFERED,
+        ErrorCode.CONFLICT,
+        ErrorCode.INVALID_SIGNATURE,
+        *_LEDGER,
+    ),
 )
 async def submit_transaction(
     services: ServicesDep, principal: Trader, body: SignedTransactionIn
@@ -376,8 +405,11 @@ async def submit_transaction(
         submitted = await onboarding.submit_approval(
             conn, ledger, user_id=principal.user.id, transaction=body.transaction
         )
-    return ok(SubmittedOut(approval_id=submitted.approval_id, signature=submitted.signature,
-                           state=submitted.state))  # fmt: skip
+    return ok(
+        SubmittedOut(
+            approval_id=submitted.approval_id, signature=submitted.signature, state=submitted.state
+        )
+    )
 
 
 class MyOrderSettlementOut(ApiModel):
@@ -407,10 +439,13 @@ async def _my_orders(services: Services, user_id: int, side: str) -> list[MyOrde
         rows = await cur.fetchall()
     return [
         MyOrderSettlementOut(
-            order_id=r["order_id"], timeslot_id=r["timeslot_id"], quantity_wh=r["quantity_wh"],
-            price=r["price"], status=r["status"],
+            order_id=r["order_id"],
+            timeslot_id=r["timeslot_id"],
+            quantity_wh=r["quantity_wh"],
+            price=r["price"],
+            status=r["status"],
             trades=[SettledTradeOut(**t) for t in r["trades"]],
-        )  # fmt: skip
+        )
         for r in rows
     ]
 
@@ -468,8 +503,9 @@ async def my_transactions(
     ``cursor`` is the ``nextCursor`` of the previous page (a transaction id).
     """
     async with services.pool.connection() as conn:
-        cur = await conn.execute(_MY_TRANSACTIONS, {"user": principal.user.id,
-                                                     "cursor": cursor, "limit": limit + 1})  # fmt: skip
+        cur = await conn.execute(
+            _MY_TRANSACTIONS, {"user": principal.user.id, "cursor": cursor, "limit": limit + 1}
+        )
         rows = await cur.fetchall()
     more = len(rows) > limit
     items: list[dict[str, Any]] = rows[:limit]
