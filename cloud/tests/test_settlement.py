@@ -4,6 +4,7 @@ exactly-once under ``kill -9`` at every step of the settlement process."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cloud.tests.api_support import migrated_db  # noqa: F401 (a fixture)
+from cloud.tests.market_support import RecordedEvents
 from cloud.tests.settlement_support import (
     SettlementWorld,
     TradeSpec,
@@ -24,11 +26,15 @@ from solders.transaction import VersionedTransaction
 from gridclear.cloud.ledger import spl
 from gridclear.cloud.ledger.client import LedgerUnavailableError
 from gridclear.cloud.ledger.transactions import build_v0
+from gridclear.cloud.market.clock import MarketClock
+from gridclear.cloud.market.scheduler import Scheduler
 from gridclear.cloud.settlement import onboarding
 from gridclear.cloud.settlement.engine import FaultPoint, Settler
 from gridclear.cloud.settlement.onboarding import ApprovalError
 from gridclear.cloud.settlement.reconcile import reconcile
+from gridclear.cloud.settlement.service import SettlementService
 from gridclear.devtools.ledger import LedgerNodeProcess
+from gridclear.devtools.waiting import until
 
 PRICE = 250_000  # payment base units per kWh
 
@@ -360,3 +366,41 @@ async def test_init_is_idempotent_and_refuses_another_ledger(
     refused = world.run_ledger("init", GRIDCLEAR_SOLANA_RPC_URL=other.url)
     assert refused.returncode == 2
     assert "genesis hash" in refused.stderr
+
+
+async def test_the_scheduler_settles_and_announces_it(world: SettlementWorld) -> None:
+    seller = await world.participant("export")
+    buyer = await world.participant("import", funds=10_000_000)
+    slot = world.settling_slot([TradeSpec(seller, buyer, 1_000, PRICE)], {seller.meter_id: 1_000})
+    events = RecordedEvents()
+    service = SettlementService(world.ledger, world.oracle, world.authority)
+    scheduler = Scheduler(
+        database_url=world.url,
+        clock=MarketClock(speed=1.0),
+        events=events,
+        interval_s=0.1,
+        settlement=service,
+        reconcile_every_s=0.1,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        await until(lambda: bool(events.named("user_notification")), timeout_s=60)
+
+        async def reconciled_clean() -> bool:
+            cur = await world.conn.execute("SELECT 1 FROM reconciliation_runs WHERE clean")
+            return await cur.fetchone() is not None
+
+        await until(reconciled_clean, timeout_s=60)
+    finally:
+        stop.set()
+        await task
+    assert await world.slot_state(slot) == "settled"
+    updates = [data for data, _, _ in events.named("timeslot_update") if data["id"] == slot]
+    assert updates[-1]["state"] == "settled"
+    notified = {
+        user
+        for data, _, user in events.named("user_notification")
+        if data == {"type": "settled", "timeslotId": slot}
+    }
+    assert notified == {seller.user_id, buyer.user_id}

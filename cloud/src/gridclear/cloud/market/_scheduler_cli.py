@@ -132,6 +132,7 @@ def _settlement(settings: SchedulerSettings) -> SettlementService | None:
     from gridclear.cloud.ledger.client import LedgerClient
     from gridclear.cloud.ledger.keys import load_key_file
     from gridclear.cloud.settlement.engine import FaultPoint
+    from gridclear.cloud.settlement.metrics import SettlementMetrics
     from gridclear.cloud.settlement.service import SettlementService
 
     if settings.solana_rpc_url is None:
@@ -143,4 +144,5 @@ def _settlement(settings: SchedulerSettings) -> SettlementService | None:
         oracle=load_key_file(oracle_file).keypair,
         authority=load_key_file(authority_file).keypair,
         fault=None if settings.settlement_fault is None else FaultPoint(settings.settlement_fault),
+        metrics=SettlementMetrics(),
     )

@@ -19,6 +19,7 @@ from solders.keypair import Keypair
 from gridclear.cloud.ledger.client import LedgerClient
 from gridclear.cloud.settlement import store
 from gridclear.cloud.settlement.engine import FaultPoint, SettlementReport, Settler
+from gridclear.cloud.settlement.metrics import SettlementMetrics
 from gridclear.cloud.settlement.onboarding import resolve_approvals
 from gridclear.cloud.settlement.reconcile import ReconcileReport, reconcile
 from gridclear.cloud.settlement.store import LedgerSetup
@@ -36,6 +37,7 @@ class SettlementService:
     oracle: Keypair
     authority: Keypair
     fault: FaultPoint | None = None
+    metrics: SettlementMetrics | None = None
     _setup: LedgerSetup | None = field(default=None, init=False, repr=False)
     _settler: Settler | None = field(default=None, init=False, repr=False)
     _said_not_set_up: bool = field(default=False, init=False, repr=False)
@@ -66,6 +68,8 @@ class SettlementService:
             )
         await resolve_approvals(conn, self.ledger)
         report = await self._settler.run_once(conn)
+        if self.metrics is not None:
+            self.metrics.settled(report)
         if report.sent or report.settled_slots or report.expired:
             log.info(
                 "settlement pass: %d transactions sent, %d landed, %d expired, %d rebroadcast;"
@@ -85,4 +89,7 @@ class SettlementService:
         setup = await self.setup(conn)
         if setup is None:
             return None
-        return await reconcile(conn, self.ledger, setup)
+        report = await reconcile(conn, self.ledger, setup)
+        if self.metrics is not None:
+            self.metrics.reconciled(report)
+        return report
