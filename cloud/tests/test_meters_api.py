@@ -225,8 +225,7 @@ async def test_without_a_window_readings_and_intervals_end_at_the_markets_time(
     assert defaults() == (0, 2)  # half a day ago: outside the last hour, inside the last day
     with psycopg.connect(api.database_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO market_clock (market_at, db_at, speed)"
-            " VALUES (%s, clock_timestamp(), 1)",
+            "INSERT INTO market_clock (market_at, db_at, speed) VALUES (%s, clock_timestamp(), 1)",
             (datetime.fromtimestamp((T0 + 40 * 60_000) / 1000, tz=UTC),),
         )
     try:
