@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import psycopg.rows
 import pytest
 import redis
 
@@ -82,6 +83,57 @@ def _readings_arrive_through_the_api(output: str) -> None:
         assert isinstance(readings[0]["importWh"], int)
 
 
+_TRADED_SLOT_MEASURED = """
+SELECT s.id AS slot_id, s.starts_at, s.ends_at, o.meter_id, ie.export_wh,
+       sum(t.quantity_wh) AS sold_wh
+FROM trades t
+JOIN orders o ON o.id = t.sell_order_id
+JOIN timeslots s ON s.id = t.timeslot_id
+JOIN interval_energy ie
+  ON ie.meter_id = o.meter_id AND ie.slot_start = s.starts_at AND ie.complete
+GROUP BY s.id, s.starts_at, s.ends_at, o.meter_id, ie.export_wh
+ORDER BY s.starts_at
+LIMIT 1
+"""
+
+
+def _a_traded_slot_has_measured_export(output: str, database_url: str) -> None:
+    """Market time and reading time agree: a cleared slot's seller has interval energy
+    for that very slot, with export in it, in the database and through the API."""
+    deadline = time.monotonic() + 240  # a liveness bound: slots pass every 15 s at 60x
+    row = None
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.row_factory = psycopg.rows.dict_row
+        while row is None and time.monotonic() < deadline:
+            row = conn.execute(_TRADED_SLOT_MEASURED).fetchone()
+            if row is None:
+                time.sleep(1)
+        trades = conn.execute("SELECT count(*) AS n FROM trades").fetchone()
+    assert row is not None, (
+        f"no traded slot got its seller's interval energy within 240 s ({trades} trades)"
+    )
+    assert row["export_wh"] > 0, row
+    api = re.search(r"api\s+(http://\S+)", output)
+    login = re.search(r"-d @(\S+login\.json)", output)
+    assert api, output
+    assert login, output
+    with httpx.Client(base_url=api.group(1), timeout=10) as http:
+        session = http.post(
+            "/api/auth/login",
+            content=Path(login.group(1)).read_bytes(),
+            headers={"content-type": "application/json"},
+        ).json()
+        http.headers["Authorization"] = f"Bearer {session['data']['accessToken']}"
+        window = {"from": row["starts_at"].isoformat(), "to": row["ends_at"].isoformat()}
+        (interval,) = http.get(f"/api/meters/{row['meter_id']}/intervals", params=window).json()[
+            "data"
+        ]
+        assert interval["exportWh"] == row["export_wh"] > 0
+        # Without a window the API shows the market's last day, which holds the slot.
+        recent = http.get(f"/api/meters/{row['meter_id']}/intervals").json()["data"]
+        assert interval["slotStart"] in {i["slotStart"] for i in recent}
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_demo_prints_where_services_run_and_stops_cleanly(
     stop_signal: signal.Signals, server_dir: Path
@@ -122,6 +174,7 @@ def test_demo_prints_where_services_run_and_stops_cleanly(
             assert client.ping()
             client.close()
             _readings_arrive_through_the_api(output)
+            _a_traded_slot_has_measured_export(output, database.group(1))
             # Servers, simulator, ingest, API and one agent per household.
             children = _children(demo.pid)
             assert len(children) >= 3 + 3 + 5, children

@@ -30,6 +30,7 @@ __all__ = [
     "LOG_FORMAT",
     "LOG_LEVEL",
     "MARKET_EPOCH",
+    "MARKET_EPOCH_AT",
     "MARKET_SPEED",
     "MAX_BODY_BYTES",
     "METRICS_TOKEN",
@@ -132,6 +133,8 @@ MARKET_SPEED: Final = "GRIDCLEAR_MARKET_SPEED"
 """Market time acceleration for demos and tests (1 = real time, the default)."""
 MARKET_EPOCH: Final = "GRIDCLEAR_MARKET_EPOCH"
 """RFC 3339 time the accelerated market clock starts from (default: now)."""
+MARKET_EPOCH_AT: Final = "GRIDCLEAR_MARKET_EPOCH_AT"
+"""RFC 3339 wall-clock time at which market time was MARKET_EPOCH (default: the start)."""
 SCHEDULER_INTERVAL_S: Final = "GRIDCLEAR_SCHEDULER_INTERVAL_S"
 """Wall-clock seconds between scheduler ticks (default 1)."""
 

@@ -508,7 +508,7 @@ class LedgerSettings(DatabaseSettings):
 class SchedulerSettings(LedgerSettings):
     """What the market scheduler (``gridclear-cloud scheduler``) reads from the environment.
 
-    ``--speed``, ``--epoch`` and ``--interval`` override the market variables.
+    ``--speed``, ``--epoch``, ``--epoch-at`` and ``--interval`` override the market variables.
     """
 
     redis_url: str | None = Field(default=None, validation_alias=names.REDIS_URL)
@@ -519,10 +519,13 @@ class SchedulerSettings(LedgerSettings):
     """GRIDCLEAR_MARKET_SPEED (or ``--speed``): market time acceleration (1: real time)."""
     market_epoch: datetime | None = Field(default=None, validation_alias=names.MARKET_EPOCH)
     """GRIDCLEAR_MARKET_EPOCH (or ``--epoch``): RFC 3339 market time to start from (None: now)."""
+    market_epoch_at: datetime | None = Field(default=None, validation_alias=names.MARKET_EPOCH_AT)
+    """GRIDCLEAR_MARKET_EPOCH_AT (or ``--epoch-at``): the wall-clock time at which market time
+    was the epoch (None: the scheduler's start), so several processes share one clock."""
     scheduler_interval_s: float = Field(default=1.0, validation_alias=names.SCHEDULER_INTERVAL_S)
     """GRIDCLEAR_SCHEDULER_INTERVAL_S (or ``--interval``): wall seconds between ticks."""
 
-    @field_validator("redis_url", "market_epoch", mode="before")
+    @field_validator("redis_url", "market_epoch", "market_epoch_at", mode="before")
     @classmethod
     def _scheduler_unset_when_empty(cls, value: object) -> object:
         return None if value == "" else value
@@ -539,6 +542,17 @@ class SchedulerSettings(LedgerSettings):
                 f"the epoch needs a UTC offset, e.g. 2026-05-04T06:00:00Z "
                 f"(--epoch, {names.MARKET_EPOCH})"
             )
+        if self.market_epoch_at is not None:
+            if self.market_epoch is None:
+                raise ValueError(
+                    f"--epoch-at ({names.MARKET_EPOCH_AT}) needs --epoch ({names.MARKET_EPOCH}):"
+                    " the market time at that instant"
+                )
+            if self.market_epoch_at.tzinfo is None:
+                raise ValueError(
+                    f"the epoch's wall-clock time needs a UTC offset, e.g. 2026-05-04T06:00:00Z "
+                    f"(--epoch-at, {names.MARKET_EPOCH_AT})"
+                )
         if not 0.01 <= self.scheduler_interval_s <= 3600:
             raise ValueError(
                 "the interval must be 0.01 to 3600 seconds "
@@ -565,6 +579,7 @@ class SchedulerSettings(LedgerSettings):
         *,
         speed: float | None = None,
         epoch: datetime | str | None = None,
+        epoch_at: datetime | str | None = None,
         interval_s: float | None = None,
     ) -> Self:
         """Settings from the environment; the arguments (options given) take precedence.
@@ -575,6 +590,7 @@ class SchedulerSettings(LedgerSettings):
             {
                 names.MARKET_SPEED: speed,
                 names.MARKET_EPOCH: epoch,
+                names.MARKET_EPOCH_AT: epoch_at,
                 names.SCHEDULER_INTERVAL_S: interval_s,
             }
         )

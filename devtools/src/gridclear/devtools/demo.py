@@ -17,9 +17,11 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -30,8 +32,11 @@ from gridclear.cloud import env as cloud_env
 from gridclear.devtools import env
 from gridclear.devtools._demo_plan import (
     DemoGateway,
+    SimulatedTime,
+    demo_time,
     edge_config_toml,
     gateways_from_site,
+    max_clock_ahead_s,
     summarize,
 )
 from gridclear.devtools.children import log_tail, spawn_child
@@ -200,6 +205,7 @@ def _start_system(
     print("  migrating the database ...", flush=True)
     _run_step("gridclear-cloud migrate", [_tool("gridclear-cloud"), "migrate"], child_env)
 
+    clock = _demo_clock(site)
     print("  starting the simulated street (gridclear-metersim) ...", flush=True)
     ready_file = run_dir / "metersim.json"
     supervisor.start(
@@ -211,6 +217,12 @@ def _start_system(
             str(site),
             "--ready-file",
             str(ready_file),
+            "--speed",
+            f"{clock.speed:g}",
+            "--start",
+            SimulatedTime.iso(clock.epoch),
+            "--start-at",
+            SimulatedTime.iso(clock.epoch_at),
         ],
     )
     _wait_until("the meter simulator", ready_file.exists, supervisor, 30)
@@ -220,7 +232,16 @@ def _start_system(
     print("  starting the ingest worker and the API ...", flush=True)
     supervisor.start(
         "ingest",
-        [_tool("gridclear-cloud"), "ingest", "--client-id", "gridclear-cloud:demo-ingest-1"],
+        [
+            _tool("gridclear-cloud"),
+            "ingest",
+            "--client-id",
+            "gridclear-cloud:demo-ingest-1",
+            # Simulated time runs ahead of the wall clock (59 s a second at 60x); the
+            # production bound (10 minutes) would quarantine every reading after 10 s.
+            "--max-clock-ahead-s",
+            f"{max_clock_ahead_s(clock):.0f}",
+        ],
         env=child_env,
     )
     api_port = free_port()
@@ -299,7 +320,11 @@ def _start_system(
         config = folder / "edge.toml"
         config.write_text(
             edge_config_toml(
-                gateway, key_file=key_file, outbox=folder / "outbox.db", mqtt_url=urls["mosquitto"]
+                gateway,
+                key_file=key_file,
+                outbox=folder / "outbox.db",
+                mqtt_url=urls["mosquitto"],
+                simulation=clock,
             )
         )
         supervisor.start(
@@ -317,11 +342,12 @@ def _start_system(
         child_env=child_env,
         api_url=api_url,
         gateways=gateways,
-        ready=ready,
+        clock=clock,
     )
     return [
-        f"  meters     {sum(len(g.meters) for g in gateways)} simulated meters, {bus},"
-        f" time x{ready['speed']:g}",
+        f"  time       one simulated time for meters, gateways and market: x{clock.speed:g},"
+        f" {SimulatedTime.iso(clock.epoch)} at {SimulatedTime.iso(clock.epoch_at)} (wall)",
+        f"  meters     {sum(len(g.meters) for g in gateways)} simulated meters, {bus}",
         *(f"  gateway    {line}" for line in summarize(gateways)),
         f"  ingest     1 worker, shared subscription on {urls['mosquitto']}",
         f"  api        {api_url}   (OpenAPI: {api_url}/docs)",
@@ -335,6 +361,17 @@ def _start_system(
     ]
 
 
+def _demo_clock(site: Path) -> SimulatedTime:
+    """The demo's one simulated time: the site's speed (default 60), from its morning."""
+    try:
+        data = tomllib.loads(site.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise DemoStepError(f"reading the site file {site} failed: {error}") from error
+    speed = float(data.get("speed", 60)) or 60.0
+    longitude = float(data.get("longitude", 11.58))
+    return demo_time(datetime.now(UTC), speed=speed, longitude=longitude)
+
+
 def _start_market(
     supervisor: Supervisor,
     *,
@@ -342,12 +379,12 @@ def _start_market(
     child_env: Mapping[str, str],
     api_url: str,
     gateways: Sequence[DemoGateway],
-    ready: Mapping[str, object],
+    clock: SimulatedTime,
 ) -> list[str]:
-    """The scheduler, as fast as the simulated street, and a trader per household."""
+    """The scheduler, on the street's simulated time, and a trader per household."""
     from gridclear.devtools.participants import ApiClient, ApiRequestError
 
-    speed = float(str(ready.get("speed", 60)))
+    speed = clock.speed
     # An hour of slots open ahead (a minute of wall time at x60) keeps the book tidy;
     # set before the scheduler creates the first slots.
     operator = ApiClient(api_url)
@@ -358,7 +395,18 @@ def _start_market(
     except (ApiRequestError, OSError) as error:
         raise DemoStepError(f"configuring the market failed: {error}") from error
     supervisor.start(
-        "scheduler", [_tool("gridclear-cloud"), "scheduler", "--speed", f"{speed:g}"], env=child_env
+        "scheduler",
+        [
+            _tool("gridclear-cloud"),
+            "scheduler",
+            "--speed",
+            f"{speed:g}",
+            "--epoch",
+            SimulatedTime.iso(clock.epoch),
+            "--epoch-at",
+            SimulatedTime.iso(clock.epoch_at),
+        ],
+        env=child_env,
     )
     households = [
         {

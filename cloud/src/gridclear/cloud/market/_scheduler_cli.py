@@ -47,6 +47,16 @@ def add_scheduler_command(commands: argparse._SubParsersAction[argparse.Argument
         help=f"market time to start from when accelerated (default: {env.MARKET_EPOCH} or now)",
     )
     parser.add_argument(
+        "--epoch-at",
+        default=None,
+        metavar="RFC3339",
+        help=(
+            "the wall-clock time at which market time was --epoch, so that processes"
+            " given the same --speed, --epoch and --epoch-at share one clock"
+            f" (default: {env.MARKET_EPOCH_AT} or the scheduler's start)"
+        ),
+    )
+    parser.add_argument(
         "--interval",
         type=float,
         default=None,
@@ -67,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         settings = SchedulerSettings.load(
-            speed=args.speed, epoch=args.epoch, interval_s=args.interval
+            speed=args.speed, epoch=args.epoch, epoch_at=args.epoch_at, interval_s=args.interval
         )
     except SettingsError as exc:
         return _fail(str(exc))
@@ -77,11 +87,16 @@ def _run(args: argparse.Namespace) -> int:
     if settings.log_level != "DEBUG":
         # APScheduler logs every run of every job at INFO: once a second per job.
         logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
-    clock = (
-        MarketClock(speed=settings.market_speed)
-        if settings.market_epoch is None
-        else MarketClock(settings.market_speed, settings.market_epoch)
-    )
+    if settings.market_epoch is None:
+        clock = MarketClock(speed=settings.market_speed)
+    elif settings.market_epoch_at is None:
+        clock = MarketClock(settings.market_speed, settings.market_epoch)
+    else:
+        clock = MarketClock.anchored(
+            speed=settings.market_speed,
+            epoch=settings.market_epoch,
+            epoch_at=settings.market_epoch_at,
+        )
     from gridclear.cloud.errors import GridclearCloudError
 
     try:
