@@ -108,6 +108,12 @@ class Supervisor:
 
 
 DEMO_ADMIN_EMAIL = "operator@demo.gridclear.invalid"
+DEMO_WALLET_LAMPORTS = 2_000_000_000
+"""SOL for each household wallet's fees and token-account rent (development ledger)."""
+DEMO_WALLET_MONEY = 1_000_000_000
+"""Payment base units each household starts with: 1,000 tokens of 6 decimals."""
+DEMO_ALLOWANCE = 10**12
+"""What each household lets settlement move, in either token (caps of its approval)."""
 
 
 def _find_upwards(relative: str) -> Path | None:
@@ -178,6 +184,9 @@ class _Counts:
     messages: int
     quarantined: int
     online: int
+    settled: int
+    failed: int
+    reconciliation: str
 
 
 def _counts(database_url: str) -> _Counts:
@@ -185,10 +194,15 @@ def _counts(database_url: str) -> _Counts:
         row = conn.execute(
             "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM raw_messages),"
             " (SELECT count(*) FROM quarantine),"
-            " (SELECT count(*) FROM device_status WHERE state = 'online')"
+            " (SELECT count(*) FROM device_status WHERE state = 'online'),"
+            " (SELECT count(*) FROM trade_settlements WHERE state = 'settled'),"
+            " (SELECT count(*) FROM trade_settlements WHERE state = 'failed'),"
+            " (SELECT CASE WHEN clean THEN 'clean' ELSE 'differences' END"
+            "  FROM reconciliation_runs ORDER BY id DESC LIMIT 1)"
         ).fetchone()
     assert row is not None
-    return _Counts(*row)
+    *counts, reconciliation = row
+    return _Counts(*counts, reconciliation=reconciliation or "not yet")
 
 
 def _start_system(
@@ -228,6 +242,8 @@ def _start_system(
     _wait_until("the meter simulator", ready_file.exists, supervisor, 30)
     ready = json.loads(ready_file.read_text())
     gateways = gateways_from_site(ready)
+
+    ledger_lines = _start_ledger(supervisor, run_dir=run_dir, child_env=child_env)
 
     print("  starting the ingest worker and the API ...", flush=True)
     supervisor.start(
@@ -351,6 +367,7 @@ def _start_system(
         *(f"  gateway    {line}" for line in summarize(gateways)),
         f"  ingest     1 worker, shared subscription on {urls['mosquitto']}",
         f"  api        {api_url}   (OpenAPI: {api_url}/docs)",
+        *ledger_lines,
         *market_lines,
         "",
         "Watch readings arrive through the API (the login is in the run folder):",
@@ -359,6 +376,49 @@ def _start_system(
         f'  curl -s -H "Authorization: Bearer <accessToken>" {api_url}/api/meters',
         f"Logs of every process: {run_dir}",
     ]
+
+
+def _start_ledger(supervisor: Supervisor, *, run_dir: Path, child_env: dict[str, str]) -> list[str]:
+    """The embedded ledger node, the service keys and the mints; adds them to ``child_env``."""
+    print("  starting the ledger node and creating the mints ...", flush=True)
+    ready_file = run_dir / "ledger.ready.json"
+    ready_file.unlink(missing_ok=True)
+    supervisor.start(
+        "ledger",
+        [
+            _tool("gridclear-cloud"),
+            "ledger",
+            "serve",
+            "--dev",
+            "--port",
+            "0",
+            "--state-dir",
+            str(run_dir / "ledger-state"),
+            "--ready-file",
+            str(ready_file),
+        ],
+    )
+    _wait_until("the ledger node", ready_file.exists, supervisor, 60)
+    rpc_url = str(json.loads(ready_file.read_text())["url"])
+    keys = {
+        cloud_env.ORACLE_KEY_FILE: run_dir / "oracle.json",
+        cloud_env.SETTLEMENT_KEY_FILE: run_dir / "settlement.json",
+    }
+    for key_file in keys.values():
+        if not key_file.exists():
+            _run_step(
+                f"creating {key_file.name}",
+                [_tool("gridclear-cloud"), "ledger", "keygen", str(key_file)],
+                {},
+            )
+    child_env[cloud_env.SOLANA_RPC_URL] = rpc_url
+    child_env.update({name: str(path) for name, path in keys.items()})
+    _run_step(
+        "gridclear-cloud ledger init",
+        [_tool("gridclear-cloud"), "ledger", "init", "--airdrop"],
+        child_env,
+    )
+    return [f"  ledger     {rpc_url}   (Solana JSON-RPC; settlement: docs/SETTLEMENT.md)"]
 
 
 def _demo_clock(site: Path) -> SimulatedTime:
@@ -418,6 +478,34 @@ def _start_market(
         }
         for g in gateways
     ]
+    wallets = run_dir / "wallets"
+    wallets.mkdir(exist_ok=True)
+    for household in households:
+        wallet_file = wallets / f"{household['name']}.json"
+        if not wallet_file.exists():
+            address = _run_step(
+                f"a wallet for {household['name']}",
+                [_tool("gridclear-cloud"), "ledger", "keygen", str(wallet_file)],
+                {},
+            ).strip()
+            # Fees and rent in SOL, and test money: a household's own wallet, funded
+            # as a development ledger's faucet does.
+            _run_step(
+                f"funding {household['name']}'s wallet",
+                [
+                    _tool("gridclear-cloud"),
+                    "ledger",
+                    "faucet",
+                    "--wallet",
+                    address,
+                    "--lamports",
+                    str(DEMO_WALLET_LAMPORTS),
+                    "--amount",
+                    str(DEMO_WALLET_MONEY),
+                ],
+                child_env,
+            )
+        household["walletKeyFile"] = str(wallet_file)
     households_file = run_dir / "households.json"
     households_file.write_text(json.dumps(households, indent=2))
     households_file.chmod(0o600)
@@ -437,7 +525,8 @@ def _start_market(
     )
     return [
         f"  scheduler  market time x{speed:g}: a 15-minute slot every {900 / speed:g} s",
-        f"  traders    {len(households)} households bid or offer from their grid meters"
+        f"  traders    {len(households)} households bid or offer from their grid meters,"
+        " each with its own wallet, onboarded for settlement"
         f" (log: {run_dir / 'participants.log'})",
     ]
 
@@ -510,7 +599,8 @@ def _watch(supervisor: Supervisor, database_url: str, every_s: float = 10.0) -> 
                 print(
                     f"  {time.strftime('%H:%M:%S')}  readings stored: {counts.readings:,}"
                     f"  messages: {counts.messages:,}  quarantined: {counts.quarantined:,}"
-                    f"  gateways online: {counts.online}",
+                    f"  gateways online: {counts.online}  trades settled: {counts.settled:,}"
+                    f" (failed {counts.failed})  reconciliation: {counts.reconciliation}",
                     flush=True,
                 )
         time.sleep(0.5)
