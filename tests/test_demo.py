@@ -134,6 +134,39 @@ def _a_traded_slot_has_measured_export(output: str, database_url: str) -> None:
         assert interval["slotStart"] in {i["slotStart"] for i in recent}
 
 
+def _a_slot_settles_on_the_ledger(database_url: str) -> None:
+    """A trade with delivered energy is settled on the ledger node, and reconciliation
+    of the ledger against the database is clean."""
+    deadline = time.monotonic() + 240  # a liveness bound, as above
+    found = None
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while found is None and time.monotonic() < deadline:
+            found = conn.execute(
+                "SELECT s.delivered_wh, s.payment, a.signature FROM trade_settlements s"
+                " JOIN ledger_attempts a ON a.id = s.attempt_id"
+                " WHERE s.state = 'settled' AND s.delivered_wh > 0 AND a.state = 'landed'"
+                " LIMIT 1"
+            ).fetchone()
+            if found is None:
+                time.sleep(1)
+        states = conn.execute(
+            "SELECT state, reason, count(*) FROM trade_settlements GROUP BY 1, 2"
+        ).fetchall()
+        assert found is not None, f"no trade settled within 240 s: {states}"
+        clean = None
+        while clean is None and time.monotonic() < deadline + 120:
+            clean = conn.execute(
+                "SELECT clean, differences FROM reconciliation_runs"
+                " WHERE at > (SELECT max(settled_at) FROM trade_settlements WHERE state = 'settled'"
+                "             AND delivered_wh > 0 LIMIT 1)"
+                " ORDER BY id LIMIT 1"
+            ).fetchone()
+            if clean is None:
+                time.sleep(1)
+    assert clean is not None, "no reconciliation ran after the first settlement"
+    assert clean[0] is True, clean[1]
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_demo_prints_where_services_run_and_stops_cleanly(
     stop_signal: signal.Signals, server_dir: Path
@@ -175,9 +208,10 @@ def test_demo_prints_where_services_run_and_stops_cleanly(
             client.close()
             _readings_arrive_through_the_api(output)
             _a_traded_slot_has_measured_export(output, database.group(1))
-            # Servers, simulator, ingest, API and one agent per household.
+            _a_slot_settles_on_the_ledger(database.group(1))
+            # Servers, simulator, ledger node, ingest, API and one agent per household.
             children = _children(demo.pid)
-            assert len(children) >= 3 + 3 + 5, children
+            assert len(children) >= 3 + 4 + 5, children
         finally:
             demo.send_signal(stop_signal)
             remaining, _ = demo.communicate(timeout=60)

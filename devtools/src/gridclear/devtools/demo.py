@@ -380,6 +380,8 @@ def _start_system(
 
 def _start_ledger(supervisor: Supervisor, *, run_dir: Path, child_env: dict[str, str]) -> list[str]:
     """The embedded ledger node, the service keys and the mints; adds them to ``child_env``."""
+    from gridclear.cloud.ledger.keys import create_key_file
+
     print("  starting the ledger node and creating the mints ...", flush=True)
     ready_file = run_dir / "ledger.ready.json"
     ready_file.unlink(missing_ok=True)
@@ -406,11 +408,7 @@ def _start_ledger(supervisor: Supervisor, *, run_dir: Path, child_env: dict[str,
     }
     for key_file in keys.values():
         if not key_file.exists():
-            _run_step(
-                f"creating {key_file.name}",
-                [_tool("gridclear-cloud"), "ledger", "keygen", str(key_file)],
-                {},
-            )
+            create_key_file(key_file)
     child_env[cloud_env.SOLANA_RPC_URL] = rpc_url
     child_env.update({name: str(path) for name, path in keys.items()})
     _run_step(
@@ -419,6 +417,59 @@ def _start_ledger(supervisor: Supervisor, *, run_dir: Path, child_env: dict[str,
         child_env,
     )
     return [f"  ledger     {rpc_url}   (Solana JSON-RPC; settlement: docs/SETTLEMENT.md)"]
+
+
+def _fund_wallets(child_env: Mapping[str, str], wallet_files: Sequence[Path]) -> None:
+    """Create each household's wallet and fund it as a development ledger's faucet does.
+
+    In process rather than one ``ledger faucet`` per wallet: on a busy two-core
+    machine each command's start-up alone took seconds.
+    """
+    import asyncio
+
+    from psycopg import AsyncConnection
+    from psycopg.rows import dict_row
+
+    from gridclear.cloud.ledger.client import LedgerClient
+    from gridclear.cloud.ledger.keys import create_key_file, load_key_file
+    from gridclear.cloud.settlement import store
+    from gridclear.cloud.settlement.setup import grant_payment
+
+    fresh = [(path, create_key_file(path)) for path in wallet_files if not path.exists()]
+    if not fresh:
+        return
+
+    async def fund() -> None:
+        oracle = load_key_file(Path(child_env[cloud_env.ORACLE_KEY_FILE])).keypair
+        authority = load_key_file(Path(child_env[cloud_env.SETTLEMENT_KEY_FILE])).keypair
+        async with (
+            LedgerClient(child_env[cloud_env.SOLANA_RPC_URL]) as ledger,
+            await AsyncConnection.connect(
+                child_env[cloud_env.DATABASE_URL], autocommit=True, row_factory=dict_row
+            ) as conn,
+        ):
+            setup = await store.load_setup(conn)
+            if setup is None:
+                raise DemoStepError("the ledger was not set up")
+            drops = [
+                await ledger.request_airdrop(key.pubkey, DEMO_WALLET_LAMPORTS) for _, key in fresh
+            ]
+            await ledger.wait_landed(drops)
+            for _, key in fresh:
+                await grant_payment(
+                    conn,
+                    ledger,
+                    setup,
+                    oracle=oracle,
+                    authority=authority,
+                    wallet=key.pubkey,
+                    amount=DEMO_WALLET_MONEY,
+                )
+
+    try:
+        asyncio.run(fund())
+    except Exception as error:  # any failure here is the demo's set-up failing
+        raise DemoStepError(f"funding the households' wallets failed: {error}") from error
 
 
 def _demo_clock(site: Path) -> SimulatedTime:
@@ -481,31 +532,8 @@ def _start_market(
     wallets = run_dir / "wallets"
     wallets.mkdir(exist_ok=True)
     for household in households:
-        wallet_file = wallets / f"{household['name']}.json"
-        if not wallet_file.exists():
-            address = _run_step(
-                f"a wallet for {household['name']}",
-                [_tool("gridclear-cloud"), "ledger", "keygen", str(wallet_file)],
-                {},
-            ).strip()
-            # Fees and rent in SOL, and test money: a household's own wallet, funded
-            # as a development ledger's faucet does.
-            _run_step(
-                f"funding {household['name']}'s wallet",
-                [
-                    _tool("gridclear-cloud"),
-                    "ledger",
-                    "faucet",
-                    "--wallet",
-                    address,
-                    "--lamports",
-                    str(DEMO_WALLET_LAMPORTS),
-                    "--amount",
-                    str(DEMO_WALLET_MONEY),
-                ],
-                child_env,
-            )
-        household["walletKeyFile"] = str(wallet_file)
+        household["walletKeyFile"] = str(wallets / f"{household['name']}.json")
+    _fund_wallets(child_env, [Path(str(h["walletKeyFile"])) for h in households])
     households_file = run_dir / "households.json"
     households_file.write_text(json.dumps(households, indent=2))
     households_file.chmod(0o600)
