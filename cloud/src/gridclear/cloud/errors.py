@@ -12,8 +12,8 @@
     ├── MarketError                   an order or slot operation was refused (market.store)
     │   └── AccountInactiveError, SlotNotFoundError, SlotNotOpenError, TermsOutOfBoundsError,
     │       OrderNotFoundError, OrderStateError, StaleVersionError, MeterNotAllowedError,
-    │       IdempotencyMismatchError
-    ├── BookError, DuplicateIdError, ConfigError         (market; ValueErrors)
+    │       IdempotencyMismatchError, SelfTradeError
+    ├── BookError, DuplicateIdError, ConfigError, DecimalTermError   (market; ValueErrors)
     └── FanoutError, BadRequestError                     (realtime)
 
 Each class lives beside the code that raises it and derives from the root here,
