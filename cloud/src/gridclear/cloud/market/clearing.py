@@ -225,7 +225,7 @@ class OrderBook:
     """Who placed each order (int64 or strings), or None when the book does not say."""
 
     @classmethod
-    def from_arrays(  # noqa: PLR0913 -- one keyword per column
+    def from_arrays(
         cls,
         *,
         ids: ArrayLike,

@@ -215,9 +215,9 @@ async def _publish(
     request: Request,
     order: store.OrderRecord,
     action: str,
-    data: dict[str, object] | None = None,
+    config: MarketConfig,
 ) -> None:
-    await publish_order(events(request), order, action, data=data)
+    await publish_order(events(request), order, action, payment_decimals=config.payment_decimals)
 
 
 def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per route
@@ -233,23 +233,12 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
 
     answer_model = BidAnswer if side is Side.BUY else SupplyAnswer
 
-    def _out(
-        order: store.OrderRecord, config: MarketConfig, *, data: dict[str, object] | None = None
-    ) -> OrderOut:
-        return order_out(
-            data if data is not None else order_json(order),
-            payment_decimals=config.payment_decimals,
-        )
+    def _out(order: store.OrderRecord, config: MarketConfig) -> OrderOut:
+        return order_out(order_json(order), payment_decimals=config.payment_decimals)
 
-    def _one(
-        order: store.OrderRecord,
-        config: MarketConfig,
-        response: Response,
-        *,
-        data: dict[str, object] | None = None,
-    ) -> Ok[OrderOut]:
+    def _one(order: store.OrderRecord, config: MarketConfig, response: Response) -> Ok[OrderOut]:
         response.headers["ETag"] = f'"{order.version}"'
-        return ok(_answer(_out(order, config, data=data), side))
+        return ok(_answer(_out(order, config), side))
 
     async def place(
         user_id: TradingUserId,
@@ -285,12 +274,11 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
         market_metrics(request, services).orders.labels(
             side.value, "placed" if created else "replayed"
         ).inc()
-        data = order_json(order)
         if created:
-            await _publish(request, order, "created", data)
+            await _publish(request, order, "created", config)
         else:
             response.headers["Idempotent-Replayed"] = "true"
-        return _one(order, config, response, data=data)
+        return _one(order, config, response)
 
     async def amend(  # noqa: PLR0917 -- FastAPI passes parameters by name
         order_id: int,
@@ -321,7 +309,7 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
         except store.MarketError as exc:
             raise _refused(request, services, exc) from None
         market_metrics(request, services).orders.labels(side.value, "amended").inc()
-        await _publish(request, order, "updated")
+        await _publish(request, order, "updated", config)
         return _one(order, config, response)
 
     async def cancel(  # noqa: PLR0917 -- FastAPI passes parameters by name
@@ -345,7 +333,7 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
         except store.MarketError as exc:
             raise _refused(request, services, exc) from None
         market_metrics(request, services).orders.labels(side.value, "cancelled").inc()
-        await _publish(request, order, "cancelled")
+        await _publish(request, order, "cancelled", config)
         return _one(order, config, response)
 
     async def get_one(
