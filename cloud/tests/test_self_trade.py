@@ -133,14 +133,11 @@ async def test_concurrent_transactions_cannot_both_place_a_side(api: Api) -> Non
     assert isinstance(lost, store.SelfTradeError)
 
 
-def test_the_database_refuses_both_sides_even_behind_the_api(api: Api) -> None:
+async def test_the_database_refuses_both_sides_even_behind_the_api(api: Api) -> None:
+    prosumer = await trader(api, "both")
     prosumer_slot = make_slot(api.database_url)
+    user, meter = prosumer.user_id, prosumer.meter_id
     with psycopg.connect(api.database_url, autocommit=True) as conn:
-        user, meter = conn.execute(
-            "SELECT owner_id, id FROM meters WHERE owner_id IS NOT NULL LIMIT 1"
-        ).fetchone() or (None, None)
-        if user is None:
-            pytest.fail("no meter with an owner: run after the other tests' traders")
         insert = (
             "INSERT INTO orders (timeslot_id, user_id, meter_id, side, quantity_wh, price)"
             " VALUES (%s, %s, %s, %s, 10, 10)"
