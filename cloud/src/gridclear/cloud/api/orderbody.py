@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, WithJsonSchema
 
 from gridclear.cloud.api.envelope import ApiModel
 from gridclear.cloud.api.errors import ApiError, ErrorCode
@@ -85,23 +85,41 @@ class OrderAmendIn(ApiModel):
     price: Price | None = None
 
 
+_KWH = WithJsonSchema(
+    {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "maximum": MAX_QUANTITY_WH // 1000,
+        "multipleOf": 0.001,
+        "description": "kWh, a JSON number with at most 3 decimals, no exponent",
+    }
+)
+_TOKENS = WithJsonSchema(
+    {
+        "type": "number",
+        "minimum": 0,
+        "description": "tokens of the payment token per kWh, a JSON number with at most"
+        " the market's paymentDecimals decimals, no exponent",
+    }
+)
+
+
 class _ExpressOrderIn(ApiModel):
     """The predecessor's order body (for the OpenAPI document; read by hand)."""
 
     timeslot_id: Id | Annotated[str, Field(pattern=r"^[0-9]{1,19}$")]
     meter_id: Id | None = None
-    quantity: Annotated[Decimal, Field(gt=0, description="kWh, at most 3 decimals")]
-    price: Annotated[Decimal | None, Field(ge=0, description="tokens per kWh")] = None
-    reserve_price: Annotated[
-        Decimal | None, Field(ge=0, description="supplies: tokens per kWh (the price)")
-    ] = None
+    quantity: Annotated[Decimal, _KWH]
+    price: Annotated[Decimal, _TOKENS] | None = None
+    reserve_price: Annotated[Decimal, _TOKENS] | None = None
+    """Supplies: the price, under the predecessor's name (give one of the two)."""
 
 
 class _ExpressAmendIn(ApiModel):
     version: Version | None = None
-    quantity: Annotated[Decimal | None, Field(gt=0, description="kWh")] = None
-    price: Annotated[Decimal | None, Field(ge=0, description="tokens per kWh")] = None
-    reserve_price: Annotated[Decimal | None, Field(ge=0, description="tokens per kWh")] = None
+    quantity: Annotated[Decimal, _KWH] | None = None
+    price: Annotated[Decimal, _TOKENS] | None = None
+    reserve_price: Annotated[Decimal, _TOKENS] | None = None
 
 
 def _inline(model: type[ApiModel]) -> dict[str, Any]:
