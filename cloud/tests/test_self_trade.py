@@ -282,3 +282,33 @@ async def test_market_clear_and_the_service_agree_on_a_slot(
         book, clear(book, price_cap=1_000_000), price_floor=0, price_cap=1_000_000
     )
     assert result == expected
+
+
+async def test_the_service_refuses_to_clear_a_self_trading_book_as_market_clear_does(
+    api: Api,
+) -> None:
+    """A book the API cannot build (written behind its back, before migration 0051, say):
+    the service's clearing refuses it with the engine's reason and changes nothing."""
+    prosumer = await trader(api, "both")
+    slot = make_slot(api.database_url, "closed")
+    async with await psycopg.AsyncConnection.connect(
+        api.database_url, autocommit=True, row_factory=dict_row
+    ) as conn:
+        try:
+            await conn.execute("BEGIN")
+            await conn.execute(
+                "ALTER TABLE orders DROP CONSTRAINT orders_one_side_per_account_and_slot"
+            )
+            for side, price in (("buy", 300), ("sell", 100)):
+                await conn.execute(
+                    "INSERT INTO orders (timeslot_id, user_id, meter_id, side, quantity_wh, price)"
+                    " VALUES (%s, %s, %s, %s, 1000, %s)",
+                    (slot, prosumer.user_id, prosumer.meter_id, side, price),
+                )
+            with pytest.raises(BookError) as refused:
+                await clear_slot(conn, slot)
+            assert refused.value.code == Reason.SELF_TRADE
+            cur = await conn.execute("SELECT state FROM timeslots WHERE id = %s", (slot,))
+            assert await cur.fetchone() == {"state": "closed"}
+        finally:
+            await conn.execute("ROLLBACK")
