@@ -12,8 +12,8 @@
     ├── MarketError                   an order or slot operation was refused (market.store)
     │   └── AccountInactiveError, SlotNotFoundError, SlotNotOpenError, TermsOutOfBoundsError,
     │       OrderNotFoundError, OrderStateError, StaleVersionError, MeterNotAllowedError,
-    │       IdempotencyMismatchError
-    ├── BookError, DuplicateIdError, ConfigError         (market; ValueErrors)
+    │       IdempotencyMismatchError, SelfTradeError
+    ├── BookError, DuplicateIdError, ConfigError, DecimalTermError   (market; ValueErrors)
     ├── FanoutError, BadRequestError                     (realtime)
     ├── InstructionArgumentError, AccountDataError       (ledger.spl; ValueErrors)
     ├── TransactionBuildError                            (ledger.transactions)
@@ -21,6 +21,9 @@
     ├── ServiceKeyError                                  (ledger.keys; an OSError)
     │   └── ServiceKeyExistsError, ServiceKeyMissingError, ServiceKeyPermissionError,
     │       ServiceKeyFormatError
+    ├── LedgerUnavailableError                           (ledger.client)
+    ├── LedgerSetupError, ApprovalError, InsufficientBalanceError, WalletRequiredError
+    │                                                    (settlement)
     └── SettlementInputError                             (settlement.arithmetic; a ValueError)
 
 Each class lives beside the code that raises it and derives from the root here,

@@ -72,6 +72,8 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "api": "600/minute",
     # Every authenticated request, per user or API key.
     "identity": "1200/minute",
+    # Public market data read without credentials, per client address (besides "api").
+    "public": "300/minute",
 }
 """Route group -> limit, in the ``limits`` notation (``"5/second;100/minute"`` stacks)."""
 

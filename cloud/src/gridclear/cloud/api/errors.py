@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     CONFLICT = "CONFLICT"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    SELF_TRADE = "SELF_TRADE"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     BAD_REQUEST = "BAD_REQUEST"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
@@ -79,6 +80,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.CONFLICT: 409,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
+    ErrorCode.SELF_TRADE: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
@@ -107,6 +109,7 @@ _MESSAGE: dict[ErrorCode, str] = {
     ErrorCode.METHOD_NOT_ALLOWED: "Method not allowed",
     ErrorCode.CONFLICT: "Conflict with the current state",
     ErrorCode.IDEMPOTENCY_KEY_REUSED: "This Idempotency-Key was used for a different request",
+    ErrorCode.SELF_TRADE: "You have an active order on the other side of this timeslot",
     ErrorCode.PAYLOAD_TOO_LARGE: "The request body is too large",
     ErrorCode.BAD_REQUEST: "Bad request",
     ErrorCode.SERVICE_UNAVAILABLE: "The service is not ready",
@@ -151,6 +154,8 @@ API_CODES: dict[str, ErrorCode] = {
     "stale_version": ErrorCode.CONFLICT,
     "meter_not_allowed": ErrorCode.FORBIDDEN,
     "idempotency_key_reused": ErrorCode.IDEMPOTENCY_KEY_REUSED,
+    "self_trade": ErrorCode.SELF_TRADE,
+    "meter_required": ErrorCode.VALIDATION_ERROR,
     # devices.registry
     "device_error": ErrorCode.VALIDATION_ERROR,
     "not_found": ErrorCode.NOT_FOUND,
