@@ -248,3 +248,19 @@ async def test_settlement_off_answers_service_unavailable(
             "version": None,
             "configured": False,
         }
+
+
+async def test_health_and_readiness_report_the_ledger(api: Api, node: LedgerNodeProcess) -> None:
+    health = await api.client.get("/api/health")
+    assert health.json()["data"]["blockchain"] == "connected"
+    ready = await api.client.get("/api/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["data"]["checks"]["blockchain"] is True
+    node.stop()
+    health = await api.client.get("/api/health")
+    assert health.json()["data"]["blockchain"] == "disconnected"
+    assert health.json()["data"]["status"] == "degraded"
+    ready = await api.client.get("/api/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["error"]["details"]["checks"]["blockchain"] is False
+    node.start()

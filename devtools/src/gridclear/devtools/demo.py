@@ -201,8 +201,10 @@ def _counts(database_url: str) -> _Counts:
             "  FROM reconciliation_runs ORDER BY id DESC LIMIT 1)"
         ).fetchone()
     assert row is not None
-    *counts, reconciliation = row
-    return _Counts(*counts, reconciliation=reconciliation or "not yet")
+    readings, messages, quarantined, online, settled, failed, reconciliation = row
+    return _Counts(
+        readings, messages, quarantined, online, settled, failed, reconciliation or "not yet"
+    )
 
 
 def _start_system(

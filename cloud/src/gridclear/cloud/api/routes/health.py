@@ -66,14 +66,25 @@ BlockchainState = Literal["connected", "disconnected", "not_configured"]
 
 
 async def check_blockchain(services: Services) -> BlockchainState:
-    """The ledger's state for ``/api/health``: the hook settlement fills in.
+    """The ledger's state for ``/api/health`` and readiness.
 
-    Until settlement is configured there is no ledger to ask: ``not_configured``
-    (which does not make the service ``degraded``). Settlement replaces the body
-    with a ``getHealth`` call to its RPC endpoint (``connected``/``disconnected``)
-    and adds the same check to readiness (``services.readiness``).
+    Without ``GRIDCLEAR_SOLANA_RPC_URL`` there is no ledger to ask: ``not_configured``
+    (which does not make the service ``degraded``). Otherwise the ledger must answer
+    ``getSlot`` within the check's timeout.
     """
-    return "not_configured"
+    if services.ledger is None:
+        return "not_configured"
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT_S):
+            await services.ledger.slot()
+    except Exception as exc:  # any failure means "not connected"; the reason is logged
+        log.warning("blockchain check failed: %s", exc)
+        return "disconnected"
+    return "connected"
+
+
+async def _ledger_ready(services: Services) -> bool:
+    return await check_blockchain(services) == "connected"
 
 
 @router.get("/api/health", summary="Service health (the seed's shape)")
@@ -154,12 +165,15 @@ async def live() -> Ok[dict[str, str]]:
 async def ready(services: ServicesDep) -> Ok[ReadyOut]:
     """503 ``SERVICE_UNAVAILABLE`` with each check's result when any dependency fails."""
     names = ["database", "redis", *services.readiness]
-    results = await asyncio.gather(
+    checks_to_run = [
         check_database(services),
         check_redis(services),
         *(check() for check in services.readiness.values()),
-        return_exceptions=True,
-    )
+    ]
+    if services.ledger is not None:
+        names.append("blockchain")
+        checks_to_run.append(_ledger_ready(services))
+    results = await asyncio.gather(*checks_to_run, return_exceptions=True)
     checks = {name: result is True for name, result in zip(names, results, strict=True)}
     if not all(checks.values()):
         raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, details={"checks": checks})

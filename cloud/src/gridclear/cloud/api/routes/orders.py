@@ -47,8 +47,9 @@ from gridclear.cloud.api.deps import (
     trading_user_id,
 )
 from gridclear.cloud.api.envelope import ApiModel, Ok, error_responses, ok
-from gridclear.cloud.api.errors import ApiError, ErrorCode
+from gridclear.cloud.api.errors import ApiError, ErrorCode, refusal
 from gridclear.cloud.api.orderbody import (
+    AmendTerms,
     OrderAmendIn,
     OrderIn,
     PlaceTerms,
@@ -77,6 +78,8 @@ from gridclear.cloud.market import store
 from gridclear.cloud.market.clearing import Side
 from gridclear.cloud.market.config import MarketConfig
 from gridclear.cloud.market.events import order_json, publish_order
+from gridclear.cloud.settlement import funds
+from gridclear.cloud.settlement import store as settlement_store
 
 __all__ = [
     "BidAnswer",
@@ -233,6 +236,76 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
 
     answer_model = BidAnswer if side is Side.BUY else SupplyAnswer
 
+    async def _settlement_allows(
+        services: Services,
+        *,
+        user_id: int,
+        quantity_wh: int,
+        price: int,
+        idempotency_key: str | None,
+    ) -> None:
+        """With settlement on: a wallet approved, and for a bid, the money to cover it."""
+        if services.ledger is None:
+            return
+        async with services.pool.connection() as conn:
+            setup = await settlement_store.load_setup(conn)
+            if setup is None:
+                return
+            if idempotency_key is not None:
+                cur = await conn.execute(
+                    "SELECT 1 FROM orders WHERE user_id = %s AND idempotency_key = %s",
+                    (user_id, idempotency_key),
+                )
+                if await cur.fetchone() is not None:
+                    return  # a retry: answered as placed, whatever the funds are now
+            try:
+                if side is Side.BUY:
+                    await funds.check_bid_funds(
+                        conn,
+                        services.ledger,
+                        setup,
+                        user_id=user_id,
+                        quantity_wh=quantity_wh,
+                        price=price,
+                    )
+                elif not await settlement_store.settlement_wallets(conn, [user_id]):
+                    raise funds.WalletRequiredError(
+                        "approve a wallet for settlement first (POST /api/blockchain/approvals)"
+                    )
+            except (funds.InsufficientBalanceError, funds.WalletRequiredError) as exc:
+                raise refusal(exc) from None
+
+    async def _settlement_allows_amend(
+        services: Services, user_id: int, order_id: int, terms: AmendTerms
+    ) -> None:
+        if services.ledger is None:
+            return
+        async with services.pool.connection() as conn:
+            setup = await settlement_store.load_setup(conn)
+            cur = await conn.execute(
+                "SELECT quantity_wh, price FROM orders WHERE id = %s AND user_id = %s",
+                (order_id, user_id),
+            )
+            current = await cur.fetchone()
+            if setup is None or current is None:
+                return  # not found is the amendment's own answer
+            quantity = (
+                terms.quantity_wh if terms.quantity_wh is not None else current["quantity_wh"]
+            )
+            price = terms.price if terms.price is not None else current["price"]
+            try:
+                await funds.check_bid_funds(
+                    conn,
+                    services.ledger,
+                    setup,
+                    user_id=user_id,
+                    quantity_wh=quantity,
+                    price=price,
+                    replacing_order_id=order_id,
+                )
+            except (funds.InsufficientBalanceError, funds.WalletRequiredError) as exc:
+                raise refusal(exc) from None
+
     def _out(order: store.OrderRecord, config: MarketConfig) -> OrderOut:
         return order_out(order_json(order), payment_decimals=config.payment_decimals)
 
@@ -252,6 +325,13 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
             await request.body(), side=side, payment_decimals=config.payment_decimals
         )
         meter_id = terms.meter_id
+        await _settlement_allows(
+            services,
+            user_id=user_id,
+            quantity_wh=terms.quantity_wh,
+            price=terms.price,
+            idempotency_key=idempotency_key,
+        )
         try:
             if meter_id is None:
                 async with services.pool.connection() as conn:
@@ -294,6 +374,8 @@ def _make_router(side: Side) -> APIRouter:  # noqa: PLR0915 -- one closure per r
         terms = parse_amend(
             await request.body(), side=side, payment_decimals=config.payment_decimals
         )
+        if side is Side.BUY and (terms.quantity_wh is not None or terms.price is not None):
+            await _settlement_allows_amend(services, principal.user.id, order_id, terms)
         try:
             async with services.pool.connection() as conn:
                 order = await store.amend_order(
