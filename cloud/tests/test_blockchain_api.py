@@ -264,3 +264,84 @@ async def test_health_and_readiness_report_the_ledger(api: Api, node: LedgerNode
     assert ready.status_code == 503
     assert ready.json()["error"]["details"]["checks"]["blockchain"] is False
     node.start()
+
+
+def _meter_for(api: Api, user_id: int, role: str) -> int:
+    import uuid
+
+    import psycopg
+
+    with psycopg.connect(api.database_url, autocommit=True) as conn:
+        device = conn.execute(
+            "INSERT INTO devices (device_id) VALUES (%s) RETURNING id",
+            (f"gw-{uuid.uuid4().hex[:10]}",),
+        ).fetchone()
+        assert device is not None
+        meter = conn.execute(
+            "INSERT INTO meters (device_pk, name, owner_id, role) VALUES (%s, 'm1', %s, %s)"
+            " RETURNING id",
+            (device[0], user_id, role),
+        ).fetchone()
+    assert meter is not None
+    return int(meter[0])
+
+
+async def test_a_bid_needs_the_money_and_an_order_an_approved_wallet(
+    api: Api, world: SettlementWorld
+) -> None:
+    from cloud.tests.market_support import make_slot
+
+    from gridclear.cloud.settlement.setup import grant_payment
+
+    headers, keypair = await _onboard(api, world)  # payment allowance 7,000,000
+    me = (await api.client.get("/api/users/profile", headers=headers)).json()["data"]
+    meter = _meter_for(api, int(me["id"]), "import")
+    await grant_payment(
+        world.conn,
+        world.ledger,
+        world.setup,
+        oracle=world.oracle,
+        authority=world.authority,
+        wallet=keypair.pubkey(),
+        amount=1_000_000,
+    )
+    slot = make_slot(api.database_url)
+
+    # 5 kWh at 250,000 per kWh is 1,250,000: more than the 1,000,000 the wallet holds.
+    too_much = await api.client.post(
+        "/api/bids",
+        json={"timeslotId": slot, "meterId": meter, "quantityWh": 5_000, "price": 250_000},
+        headers=headers,
+    )
+    assert too_much.status_code == 400, too_much.text
+    assert error_code(too_much) == "INSUFFICIENT_BALANCE"
+    fits = await api.client.post(
+        "/api/bids",
+        json={"timeslotId": slot, "meterId": meter, "quantityWh": 3_000, "price": 250_000},
+        headers=headers,
+    )
+    assert fits.status_code == 201, fits.text
+    # The open bid's 750,000 count: another 1,000 Wh at that price no longer fits.
+    second = await api.client.post(
+        "/api/bids",
+        json={"timeslotId": slot, "meterId": meter, "quantityWh": 1_001, "price": 250_000},
+        headers=headers,
+    )
+    assert error_code(second) == "INSUFFICIENT_BALANCE"
+    # Amending the bid up past the balance is refused too; down is fine.
+    bid_id = fits.json()["data"]["id"]
+    up = await api.client.put(f"/api/bids/{bid_id}", json={"quantityWh": 4_001}, headers=headers)
+    assert error_code(up) == "INSUFFICIENT_BALANCE"
+    down = await api.client.put(f"/api/bids/{bid_id}", json={"quantityWh": 2_000}, headers=headers)
+    assert down.status_code == 200, down.text
+
+    session = await api.register("seller-without-wallet@example.org")
+    seller = int(session["user"]["id"])
+    seller_meter = _meter_for(api, seller, "export")
+    refused = await api.client.post(
+        "/api/supplies",
+        json={"timeslotId": slot, "meterId": seller_meter, "quantityWh": 1_000, "price": 1},
+        headers=bearer(session["accessToken"]),
+    )
+    assert refused.status_code == 409, refused.text
+    assert error_code(refused) == "WALLET_REQUIRED"
