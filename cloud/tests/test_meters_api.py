@@ -197,3 +197,43 @@ async def test_keys_rotate_and_revoke_and_bad_input_is_refused_clearly(api: Api)
     stats = await api.client.get("/api/devices/quarantine", headers=operator)
     assert stats.status_code == 200
     assert isinstance(stats.json()["data"], list)
+
+
+async def test_without_a_window_readings_and_intervals_end_at_the_markets_time(
+    api: Api,
+) -> None:
+    # An accelerated demo's market (and its gateways) run half a day off the wall clock:
+    # the default windows follow the market's clock, so they show what is traded now.
+    operator = bearer(await _operator(api))
+    device_id = f"gw-{uuid.uuid4().hex[:8]}"
+    key = DeviceKey.generate()
+    created = await api.client.post(
+        "/api/devices", json={"deviceId": device_id, "site": "demo"}, headers=operator
+    )
+    token = created.json()["data"]["enrollment"]["token"]
+    enrol = {"token": token, "publicKey": key.public.x, "deviceId": device_id}
+    assert (await api.client.post("/api/devices/enroll", json=enrol)).status_code == 201
+    _ingest(api.database_url, device_id, key, "m1")
+    meters = (await api.client.get("/api/meters", headers=operator)).json()["data"]
+    (meter,) = [m for m in meters if m["deviceId"] == device_id]
+
+    def defaults() -> tuple[int, int]:
+        return len(readings.json()["data"]), len(intervals.json()["data"])
+
+    readings = await api.client.get(f"/api/meters/{meter['id']}/readings", headers=operator)
+    intervals = await api.client.get(f"/api/meters/{meter['id']}/intervals", headers=operator)
+    assert defaults() == (0, 2)  # half a day ago: outside the last hour, inside the last day
+    with psycopg.connect(api.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO market_clock (market_at, db_at, speed) VALUES (%s, clock_timestamp(), 1)",
+            (datetime.fromtimestamp((T0 + 40 * 60_000) / 1000, tz=UTC),),
+        )
+    try:
+        readings = await api.client.get(f"/api/meters/{meter['id']}/readings", headers=operator)
+        intervals = await api.client.get(f"/api/meters/{meter['id']}/intervals", headers=operator)
+        assert readings.status_code == 200, readings.text
+        # The market's last hour holds all 31 samples, its last day both slots.
+        assert defaults() == (31, 2)
+    finally:
+        with psycopg.connect(api.database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM market_clock")

@@ -221,8 +221,12 @@ async def test_other_peoples_orders_are_hidden_or_anonymous(api: Api) -> None:
     listing = await api.client.get(f"/api/timeslots/{slot}/bids", headers=bob.headers)
     (seen,) = listing.json()["data"]
     assert (seen["id"], seen["userId"], seen["meterId"]) == (bid_id, None, None)
+    # The slot's listing is public data: the owner sees the same projection as
+    # anyone (and anonymous callers); her own orders, whole, are under /api/my.
     own = await api.client.get(f"/api/timeslots/{slot}/bids", headers=alice.headers)
-    assert own.json()["data"][0]["userId"] == alice.user_id
+    assert own.json()["data"][0]["userId"] is None
+    mine = await api.client.get("/api/my/bids", headers=alice.headers)
+    assert mine.json()["data"][0]["userId"] == alice.user_id
     assert (await api.client.get("/api/bids", headers=bob.headers)).json()["data"] == []
 
 

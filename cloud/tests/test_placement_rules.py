@@ -79,6 +79,9 @@ async def test_each_rule_refuses_alike_alone_and_in_a_batch(
     )
     first = await _alone(conn, replace(good, idempotency_key="k1", request_hash=b"a"))
     assert _outcome(first) == ("placed", True)
+    prosumer = await trader(api, "both")
+    prosumer_bid = replace(good, user_id=prosumer.user_id, meter_id=prosumer.meter_id)
+    assert _outcome(await _alone(conn, prosumer_bid)) == ("placed", True)
 
     cases = {
         "terms": replace(good, quantity_wh=1005),
@@ -93,6 +96,7 @@ async def test_each_rule_refuses_alike_alone_and_in_a_batch(
         "closed": replace(good, timeslot_id=closed_slot, meter_id=seller.meter_id),
         "slot price": replace(good, price=600),
         "meter": replace(good, meter_id=seller.meter_id),
+        "self trade": replace(prosumer_bid, side=Side.SELL),
         "good": good,
     }
     expected = {
@@ -120,6 +124,12 @@ async def test_each_rule_refuses_alike_alone_and_in_a_batch(
             "meter_not_allowed",
             f"meter {seller.meter_id} is not yours or cannot import: a bid needs a meter you"
             " own with role import or both",
+        ),
+        "self trade": (
+            "SelfTradeError",
+            "self_trade",
+            f"you have an active bid in timeslot {open_slot}: an account's orders in one"
+            " timeslot are all on one side (cancel it first)",
         ),
         "good": ("placed", True),
     }

@@ -97,9 +97,26 @@ def test_scheduler_settings_options_win_over_the_variables(environ: pytest.Monke
     assert settings.redis_key_prefix == "gridclear:"
 
 
+def test_the_scheduler_clock_may_be_anchored_to_a_wall_clock_instant(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    environ.setenv(env.MARKET_EPOCH_AT, "2026-12-03T18:00:00Z")
+    settings = SchedulerSettings.load(speed=60, epoch="2026-12-03T09:00:00Z")
+    assert settings.market_epoch_at == datetime(2026, 12, 3, 18, tzinfo=UTC)
+    settings = SchedulerSettings.load(
+        speed=60, epoch="2026-12-03T09:00:00Z", epoch_at="2026-12-03T19:00:00+01:00"
+    )
+    assert settings.market_epoch_at == datetime(2026, 12, 3, 18, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
+        ({"epoch_at": "2026-05-04T06:00:00Z"}, "--epoch-at .* needs --epoch"),
+        (
+            {"epoch": "2026-05-04T06:00:00Z", "epoch_at": "2026-05-04T06:00:00"},
+            "the epoch's wall-clock time needs a UTC offset",
+        ),
         ({"speed": 0}, "speed must be above 0 and at most 100000"),
         ({"epoch": "2026-05-04T06:00:00"}, "the epoch needs a UTC offset"),
         ({"epoch": "tomorrow"}, f"{env.MARKET_EPOCH}: Input should be a valid datetime"),

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gridclear.devtools._demo_plan import edge_config_toml, gateways_from_site, meter_role
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gridclear.devtools._demo_plan import (
+    demo_time,
+    edge_config_toml,
+    gateways_from_site,
+    max_clock_ahead_s,
+    meter_role,
+)
 from gridclear.edge.config import load_config
 
 READY = {
@@ -58,3 +68,53 @@ def test_generated_configuration_loads_with_the_edge_loader(tmp_path: Path) -> N
         ("house2-grid", 3, "sdm630", 40123),
         ("house2-wallbox", 4, "sdm630", 40123),
     ]
+
+
+@given(
+    now=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    longitude=st.floats(min_value=-180, max_value=180),
+)
+def test_the_demo_starts_simulated_time_on_the_nearest_site_morning(
+    now: datetime, longitude: float
+) -> None:
+    clock = demo_time(now, speed=60, longitude=longitude)
+    assert clock.epoch_at == now.replace(microsecond=0)
+    assert abs(clock.epoch - now) <= timedelta(hours=12, minutes=1)
+    solar = clock.epoch + timedelta(hours=longitude / 15)
+    minutes = solar.hour * 60 + solar.minute + solar.second / 60
+    assert 9 * 60 - 1 <= minutes <= 9 * 60 + 1  # 9:00 local mean solar time
+    assert clock.at(clock.epoch_at) == clock.epoch
+    assert clock.at(clock.epoch_at + timedelta(seconds=15)) == clock.epoch + timedelta(minutes=15)
+
+
+def test_the_ingest_bound_covers_a_week_of_demo_and_no_more() -> None:
+    now = datetime(2026, 12, 3, 20, 30, tzinfo=UTC)
+    clock = demo_time(now, speed=60, longitude=11.58)  # tomorrow morning: 11.7 h ahead
+    bound = timedelta(seconds=max_clock_ahead_s(clock))
+    week = now + timedelta(days=7)
+    assert clock.at(week) - week <= bound
+    assert clock.at(week + timedelta(hours=1)) - (week + timedelta(hours=1)) > bound
+
+
+def test_demo_gateways_run_on_the_demo_time_as_development_gateways(tmp_path: Path) -> None:
+    clock = demo_time(datetime(2026, 12, 3, 18, 4, 7, 250, tzinfo=UTC), speed=60, longitude=11.58)
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        edge_config_toml(
+            gateways_from_site(READY)[0],
+            key_file=tmp_path / "device.key",
+            outbox=tmp_path / "outbox.db",
+            mqtt_url="mqtt://127.0.0.1:1883",
+            simulation=clock,
+        )
+    )
+    config = load_config(path)
+    assert config.environment == "development"
+    assert config.simulation is not None
+    assert (config.simulation.speed, config.simulation.epoch, config.simulation.epoch_at) == (
+        60.0,
+        clock.epoch,
+        clock.epoch_at,
+    )

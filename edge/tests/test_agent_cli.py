@@ -86,3 +86,18 @@ def test_run_refuses_a_bad_configuration_with_one_clear_message(tmp_path: Path) 
     result = _edge("run", "--config", str(missing_key))
     assert result.returncode == 2
     assert "gridclear-edge keygen" in result.stderr
+
+
+def test_run_refuses_a_simulated_clock_in_production(tmp_path: Path) -> None:
+    _edge("keygen", "--key", str(tmp_path / "device.key"))
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        'device_id = "gw-1"\nkey_file = "device.key"\noutbox = "outbox.db"\n'
+        '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
+        "[simulation]\nspeed = 60\nepoch = 2030-06-21T09:00:00Z\n"
+    )
+    result = _edge("run", "--config", str(config))
+    assert result.returncode == 2
+    assert "simulation: a simulated clock is for demos and tests only" in result.stderr
+    assert "refused in production" in result.stderr
+    assert not (tmp_path / "outbox.db").exists()  # refused before anything was opened

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +214,72 @@ def test_the_password_is_never_shown() -> None:
     assert "s3cret" not in str(config.mqtt)
     assert config.mqtt.password is not None
     assert config.mqtt.password.get_secret_value() == "s3cret-Passw0rd"
+
+
+EPOCH = datetime(2030, 6, 21, 9, tzinfo=UTC)
+
+SIMULATION = """
+[simulation]
+speed = 60
+epoch = 2030-06-21T09:00:00Z
+epoch_at = 2026-12-03T18:00:00Z
+"""
+
+
+def test_a_simulated_clock_is_refused_in_production(tmp_path: Path) -> None:
+    path = tmp_path / "edge.toml"
+    # No environment key: a gateway is in production unless its file says otherwise.
+    path.write_text(ISSUE_EXAMPLE.replace("[mqtt]", SIMULATION + "\n[mqtt]"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: simulation: a simulated clock is for demos and tests")
+    assert "refused in production" in message
+    assert 'environment = "development"' in message
+    assert "\n" not in message
+
+    explicit = ISSUE_EXAMPLE.replace("[mqtt]", SIMULATION + "\n[mqtt]")
+    path.write_text('environment = "production"\n' + explicit)
+    with pytest.raises(ConfigError, match="refused in production"):
+        load_config(path)
+
+
+def test_a_development_gateway_may_run_on_a_simulated_clock(tmp_path: Path) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        'environment = "development"\n' + ISSUE_EXAMPLE.replace("[mqtt]", SIMULATION + "\n[mqtt]")
+    )
+    simulation = load_config(path).simulation
+    assert simulation is not None
+    assert simulation.speed == 60.0
+    assert simulation.epoch == datetime(2030, 6, 21, 9, tzinfo=UTC)
+    assert simulation.epoch_at == datetime(2026, 12, 3, 18, tzinfo=UTC)
+    assert parse_config(BASE).environment == "production"
+    assert parse_config(BASE).simulation is None
+
+
+@pytest.mark.parametrize(
+    ("simulation", "expected"),
+    [
+        ({"speed": 0, "epoch": EPOCH}, "simulation.speed: must be greater than 0"),
+        ({"speed": 60}, "simulation.epoch: is required"),
+        (
+            {"speed": 60, "epoch": "2030-06-21T09:00:00Z"},
+            "simulation.epoch: must be a TOML date-time with an offset",
+        ),
+        (
+            {"speed": 60, "epoch": EPOCH.replace(tzinfo=None)},
+            "simulation.epoch: must carry a UTC offset",
+        ),
+        (
+            {"speed": 60, "epoch": EPOCH, "epoch_at": EPOCH.replace(tzinfo=None)},
+            "simulation.epoch_at: must carry a UTC offset",
+        ),
+        ({"speed": 60, "epoch": EPOCH, "rate": 2}, "simulation.rate: is not a known key"),
+    ],
+)
+def test_a_bad_simulation_table_gets_one_clear_message(
+    simulation: dict[str, Any], expected: str
+) -> None:
+    message = problem(lambda d: d.update(environment="development", simulation=simulation))
+    assert message.startswith(expected), message

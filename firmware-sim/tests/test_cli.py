@@ -36,6 +36,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["--meter", "1:sdm630:flat"], "flat:<watts>"),
         ([], "give at least one --meter"),
         (["--meter", "1:sdm630:pv", "--speed", "-1"], "speed must be"),
+        (["--meter", "1:sdm630:pv", "--start-at", "2030-06-21T09:00:00Z"], "needs --start"),
     ],
 )
 def test_bad_serve_arguments_are_a_clear_error(args: list[str], message: str) -> None:

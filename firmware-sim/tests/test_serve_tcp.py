@@ -8,6 +8,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,27 @@ def test_flat_2000_w_at_speed_60_grows_the_import_register_by_power_times_time(
     grown_wh = (e1 - e0) * 1000.0
     assert 2000.0 * simulated_min / 3600.0 - step * 1000 <= grown_wh
     assert grown_wh <= 2000.0 * simulated_max / 3600.0 + step * 1000
+
+
+def test_start_at_puts_the_simulated_clock_where_an_earlier_launch_would_have_it(
+    metersim: Metersim,
+) -> None:
+    # The simulated clock read 2030-06-21T09:00Z two wall minutes ago: at 60x it is
+    # two simulated hours later now, whenever this simulator started.
+    epoch = datetime(2030, 6, 21, 9, tzinfo=UTC)
+    epoch_at = time.time() - 120.0
+    before = time.time()
+    sim = metersim(
+        meters=["1:sdm630:flat:2000"],
+        speed=60,
+        seed=1,
+        start=epoch.isoformat(),
+        start_at=datetime.fromtimestamp(epoch_at, UTC).isoformat(),
+    )
+    after = time.time()
+    launched = sim.description["start"]
+    assert epoch.timestamp() + (before - epoch_at) * 60 <= launched
+    assert launched <= epoch.timestamp() + (after - epoch_at) * 60
 
 
 def _sunspec_walk(c: ModbusTcpClient, unit: int) -> dict[int, tuple[int, int]]:

@@ -15,8 +15,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +81,16 @@ def meters(metersim: Callable[..., MetersimProcess]) -> MetersimProcess:
     return metersim(meters=specs, speed=0, seed=SEED)
 
 
-@pytest.fixture
-def edge(
-    tmp_path: Path, meters: MetersimProcess, mqtt_url: str, mqtt_topic_prefix: str
-) -> Iterator[Edge]:
-    key_file = tmp_path / "device.key"
+def _configure_edge(
+    folder: Path,
+    meters: MetersimProcess,
+    *,
+    mqtt_url: str,
+    topic_prefix: str,
+    extra: str = "",
+) -> Edge:
+    """A gateway reading ``meters`` (METERS' units), with its key; ``extra`` is more TOML."""
+    key_file = folder / "device.key"
     keygen = subprocess.run(
         [str(BIN / "gridclear-edge"), "keygen", "--key", str(key_file)],
         capture_output=True,
@@ -96,20 +103,27 @@ def edge(
         f'port = {meters.port}\nunit = {unit}\nmodel = "{model}"\npoll_interval_s = 0.5\n\n'
         for name, (unit, model, _) in METERS.items()
     )
-    config = tmp_path / "edge.toml"
+    config = folder / "edge.toml"
     config.write_text(
         'device_id = "gw-1"\nkey_file = "device.key"\noutbox = "outbox.db"\n'
-        "batch_interval_s = 0.5\n\n"
-        f'[mqtt]\nurl = "{mqtt_url}"\ntopic_prefix = "{mqtt_topic_prefix}"\n'
+        f"batch_interval_s = 0.5\n{extra}\n"
+        f'[mqtt]\nurl = "{mqtt_url}"\ntopic_prefix = "{topic_prefix}"\n'
         "drain_jitter_s = 0.2\nreconnect_max_s = 1\n\n" + meter_tables
     )
-    edge = Edge(
+    return Edge(
         config=config,
         public_key=OKPKey.import_key({"kty": "OKP", "crv": "Ed25519", "x": public["public_key"]}),
-        readings_topic=readings_topic("gw-1", prefix=mqtt_topic_prefix),
-        status_topic=status_topic("gw-1", prefix=mqtt_topic_prefix),
-        log=tmp_path / "edge.log",
+        readings_topic=readings_topic("gw-1", prefix=topic_prefix),
+        status_topic=status_topic("gw-1", prefix=topic_prefix),
+        log=folder / "edge.log",
     )
+
+
+@pytest.fixture
+def edge(
+    tmp_path: Path, meters: MetersimProcess, mqtt_url: str, mqtt_topic_prefix: str
+) -> Iterator[Edge]:
+    edge = _configure_edge(tmp_path, meters, mqtt_url=mqtt_url, topic_prefix=mqtt_topic_prefix)
     yield edge
     if edge.process is not None:
         edge.process.kill()
@@ -267,3 +281,86 @@ async def test_a_dead_meter_does_not_delay_the_others(
     assert len(m1) >= 2 * len(m2_failed)
     assert max(b - a for a, b in itertools.pairwise(m1)) < 1500
     assert all("read_error" not in r["quality"] for r in readings if r["meter"] == "m1")
+
+
+SPEED = 60.0
+SIM_EPOCH = datetime(2030, 6, 21, 9, tzinfo=UTC)
+"""Far from today, so that a reading stamped with the real clock could not pass."""
+
+
+async def test_on_a_simulated_clock_readings_and_signatures_follow_the_simulators_time(
+    tmp_path: Path,
+    metersim: Callable[..., MetersimProcess],
+    mqtt_url: str,
+    mqtt_topic_prefix: str,
+) -> None:
+    # One simulated time for the simulator and the agent: SIM_EPOCH at the wall-clock
+    # instant `anchor`, 60 times as fast, however late each of them starts.
+    anchor = datetime.now(UTC)
+    specs = [f"{unit}:{model}:flat:{watts}" for unit, model, watts in METERS.values()]
+    sim = metersim(
+        meters=specs,
+        speed=SPEED,
+        seed=SEED,
+        start=SIM_EPOCH.isoformat(),
+        start_at=anchor.isoformat(),
+    )
+    edge = _configure_edge(
+        tmp_path,
+        sim,
+        mqtt_url=mqtt_url,
+        topic_prefix=mqtt_topic_prefix,
+        extra=(
+            'environment = "development"\n[simulation]\n'
+            f"speed = {SPEED}\nepoch = {SIM_EPOCH.isoformat()}\nepoch_at = {anchor.isoformat()}\n"
+        ),
+    )
+
+    def simulated_ms(wall_s: float) -> float:
+        return (SIM_EPOCH.timestamp() + (wall_s - anchor.timestamp()) * SPEED) * 1000
+
+    collector = MqttCollector.from_url(mqtt_url, [edge.readings_topic])
+    async with collector.running():
+        started = time.time()
+        edge.start()
+        try:
+            # Ten simulated minutes of m1 readings (ten wall seconds at 60x).
+            def span_ms() -> int:
+                times = [
+                    r["ts_ms"]
+                    for p in _payloads(edge, collector)
+                    for r in p["readings"]
+                    if r["meter"] == "m1"
+                ]
+                return max(times) - min(times) if times else 0
+
+            await until(lambda: span_ms() >= 600_000, timeout_s=WAIT_S)
+            assert edge.signal(signal.SIGTERM) == 0
+        finally:
+            if edge.process is not None:
+                edge.process.kill()
+                edge.process.wait()
+        stopped = time.time()
+        payloads = _payloads(edge, collector)
+    _assert_one_gapless_chain(payloads)
+    for payload in payloads:
+        # Signed on the simulated clock, between the agent's start and its stop.
+        assert simulated_ms(started) <= payload["signed_ms"] <= simulated_ms(stopped)
+        for reading in payload["readings"]:
+            assert simulated_ms(started) <= reading["ts_ms"] <= payload["signed_ms"]
+    # The simulator's registers advance with the same simulated time the readings carry.
+    # m1 draws 2000 W from the simulator's launch on, so its import register tells the
+    # simulated time at which the simulator answered; the agent stamps a sample after
+    # the answer, so never before that time (float32 kWh: within a second or two), and
+    # typically a fraction of a wall second (x60) later.
+    launched_s = sim.description["start"]
+    watts = METERS["m1"][2]
+    lags_ms = sorted(
+        r["ts_ms"] - (launched_s + (r["import_wh"] - _served_import_wh(1)) * 3600 / watts) * 1000
+        for p in payloads
+        for r in p["readings"]
+        if r["meter"] == "m1"
+    )
+    assert len(lags_ms) >= 10
+    assert lags_ms[0] >= -2_000, lags_ms
+    assert lags_ms[len(lags_ms) // 2] <= SPEED * 1000, lags_ms

@@ -30,21 +30,27 @@ __all__ = [
     "LOG_FORMAT",
     "LOG_LEVEL",
     "MARKET_EPOCH",
+    "MARKET_EPOCH_AT",
     "MARKET_SPEED",
     "MAX_BODY_BYTES",
     "METRICS_TOKEN",
     "MQTT_URL",
     "NONCE_TTL_S",
+    "ORACLE_KEY_FILE",
     "RATE_LIMITS",
     "RATE_LIMITS_ENABLED",
     "REDIS_KEY_PREFIX",
     "REDIS_URL",
     "REFRESH_TOKEN_TTL_S",
     "SCHEDULER_INTERVAL_S",
+    "SETTLEMENT_FAULT",
+    "SETTLEMENT_KEY_FILE",
     "SIWS_CHAIN_ID",
     "SIWS_DOMAIN",
     "SIWS_STATEMENT",
     "SIWS_URI",
+    "SOLANA_COMMITMENT",
+    "SOLANA_RPC_URL",
     "TEST_TIMESCALE_URL",
 ]
 
@@ -127,5 +133,22 @@ MARKET_SPEED: Final = "GRIDCLEAR_MARKET_SPEED"
 """Market time acceleration for demos and tests (1 = real time, the default)."""
 MARKET_EPOCH: Final = "GRIDCLEAR_MARKET_EPOCH"
 """RFC 3339 time the accelerated market clock starts from (default: now)."""
+MARKET_EPOCH_AT: Final = "GRIDCLEAR_MARKET_EPOCH_AT"
+"""RFC 3339 wall-clock time at which market time was MARKET_EPOCH (default: the start)."""
 SCHEDULER_INTERVAL_S: Final = "GRIDCLEAR_SCHEDULER_INTERVAL_S"
 """Wall-clock seconds between scheduler ticks (default 1)."""
+
+# ---------------------------------------------------------------- settlement
+# Read once by gridclear.cloud.settings (LedgerSettings, and the API's and the
+# scheduler's settings); docs/SETTLEMENT.md documents each one.
+
+SOLANA_RPC_URL: Final = "GRIDCLEAR_SOLANA_RPC_URL"
+"""Solana JSON-RPC: the ledger node, a validator, devnet or mainnet (unset: no settlement)."""
+SOLANA_COMMITMENT: Final = "GRIDCLEAR_SOLANA_COMMITMENT"
+"""``processed``, ``confirmed`` (the default) or ``finalized``."""
+ORACLE_KEY_FILE: Final = "GRIDCLEAR_ORACLE_KEY_FILE"
+"""Key file (0600, Solana CLI format) of the oracle: the energy mint's authority."""
+SETTLEMENT_KEY_FILE: Final = "GRIDCLEAR_SETTLEMENT_KEY_FILE"
+"""Key file (0600, Solana CLI format) of the settlement authority: fee payer and delegate."""
+SETTLEMENT_FAULT: Final = "GRIDCLEAR_SETTLEMENT_FAULT"
+"""Tests only: the step at which settlement kills its own process (refused in production)."""

@@ -12,10 +12,20 @@
     ├── MarketError                   an order or slot operation was refused (market.store)
     │   └── AccountInactiveError, SlotNotFoundError, SlotNotOpenError, TermsOutOfBoundsError,
     │       OrderNotFoundError, OrderStateError, StaleVersionError, MeterNotAllowedError,
-    │       IdempotencyMismatchError
-    ├── BookError, DuplicateIdError, ConfigError         (market; ValueErrors)
+    │       IdempotencyMismatchError, SelfTradeError
+    ├── BookError, DuplicateIdError, ConfigError, DecimalTermError   (market; ValueErrors)
+    ├── FanoutError, BadRequestError                     (realtime)
+    ├── InstructionArgumentError, AccountDataError       (ledger.spl; ValueErrors)
+    ├── TransactionBuildError                            (ledger.transactions)
+    │   └── TransactionTooLargeError, TooManyAccountLocksError
+    ├── ServiceKeyError                                  (ledger.keys; an OSError)
+    │   └── ServiceKeyExistsError, ServiceKeyMissingError, ServiceKeyPermissionError,
+    │       ServiceKeyFormatError
+    ├── LedgerUnavailableError                           (ledger.client)
     ├── RpcError, StoreError          the ledger node refused a request, or its state (ledger.node)
-    └── FanoutError, BadRequestError                     (realtime)
+    ├── LedgerSetupError, ApprovalError, InsufficientBalanceError, WalletRequiredError
+    │                                                    (settlement)
+    └── SettlementInputError                             (settlement.arithmetic; a ValueError)
 
 Each class lives beside the code that raises it and derives from the root here,
 so ``except GridclearCloudError`` catches every refusal and nothing else; a

@@ -72,6 +72,8 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "api": "600/minute",
     # Every authenticated request, per user or API key.
     "identity": "1200/minute",
+    # Public market data read without credentials, per client address (besides "api").
+    "public": "300/minute",
 }
 """Route group -> limit, in the ``limits`` notation (``"5/second;100/minute"`` stacks)."""
 
@@ -237,10 +239,22 @@ class Settings(ProcessSettings):
     )
     """GRIDCLEAR_HTTP_MAX_CONNECTIONS: per worker process."""
 
+    solana_rpc_url: str | None = Field(default=None, validation_alias=names.SOLANA_RPC_URL)
+    """GRIDCLEAR_SOLANA_RPC_URL: the ledger settlement uses (unset: no settlement routes)."""
+    solana_commitment: Literal["processed", "confirmed", "finalized"] = Field(
+        default="confirmed", validation_alias=names.SOLANA_COMMITMENT
+    )
+    """GRIDCLEAR_SOLANA_COMMITMENT."""
+
     @property
     def serves_api_docs(self) -> bool:
         """Whether the OpenAPI document and its pages are served (default: development only)."""
         return self.api_docs if self.api_docs is not None else self.env == "development"
+
+    @field_validator("solana_rpc_url", mode="before")
+    @classmethod
+    def _no_empty_rpc_url(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("metrics_token", mode="before")
     @classmethod
@@ -429,10 +443,74 @@ class IngestSettings(DatabaseSettings):
         return database, self.mqtt_url
 
 
-class SchedulerSettings(DatabaseSettings):
+class LedgerSettings(DatabaseSettings):
+    """Where settlement happens: the ledger's RPC endpoint and the service keys.
+
+    Read by ``gridclear-cloud ledger`` and the scheduler. Settlement is off while
+    ``GRIDCLEAR_SOLANA_RPC_URL`` is unset; the keys are needed only by the
+    processes that sign (``ledger init`` and the scheduler), never by the API.
+    """
+
+    solana_rpc_url: str | None = Field(default=None, validation_alias=names.SOLANA_RPC_URL)
+    """GRIDCLEAR_SOLANA_RPC_URL: the ledger's JSON-RPC endpoint (unset: no settlement)."""
+    solana_commitment: Literal["processed", "confirmed", "finalized"] = Field(
+        default="confirmed", validation_alias=names.SOLANA_COMMITMENT
+    )
+    """GRIDCLEAR_SOLANA_COMMITMENT: how final a ledger answer must be."""
+    oracle_key_file: Path | None = Field(default=None, validation_alias=names.ORACLE_KEY_FILE)
+    """GRIDCLEAR_ORACLE_KEY_FILE: the energy mint authority's key file (0600)."""
+    settlement_key_file: Path | None = Field(
+        default=None, validation_alias=names.SETTLEMENT_KEY_FILE
+    )
+    """GRIDCLEAR_SETTLEMENT_KEY_FILE: the settlement authority's key file (0600)."""
+    settlement_fault: str | None = Field(default=None, validation_alias=names.SETTLEMENT_FAULT)
+    """GRIDCLEAR_SETTLEMENT_FAULT: tests only, where settlement kills itself."""
+
+    @field_validator(
+        "solana_rpc_url",
+        "oracle_key_file",
+        "settlement_key_file",
+        "settlement_fault",
+        mode="before",
+    )
+    @classmethod
+    def _ledger_unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("solana_rpc_url")
+    @classmethod
+    def _rpc_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _ledger_check(self) -> Self:
+        if self.settlement_fault is not None and self.env == "production":
+            raise ValueError(
+                f"refusing to run in production: {names.SETTLEMENT_FAULT} is for tests only"
+            )
+        return self
+
+    def key_files(self) -> tuple[Path, Path]:
+        """``(oracle, settlement authority)`` key files; raises naming what is unset."""
+        missing = [
+            name
+            for name, value in (
+                (names.ORACLE_KEY_FILE, self.oracle_key_file),
+                (names.SETTLEMENT_KEY_FILE, self.settlement_key_file),
+            )
+            if value is None
+        ]
+        if self.oracle_key_file is None or self.settlement_key_file is None:
+            raise SettingsError("set " + " and ".join(missing))
+        return self.oracle_key_file, self.settlement_key_file
+
+
+class SchedulerSettings(LedgerSettings):
     """What the market scheduler (``gridclear-cloud scheduler``) reads from the environment.
 
-    ``--speed``, ``--epoch`` and ``--interval`` override the market variables.
+    ``--speed``, ``--epoch``, ``--epoch-at`` and ``--interval`` override the market variables.
     """
 
     redis_url: str | None = Field(default=None, validation_alias=names.REDIS_URL)
@@ -443,10 +521,13 @@ class SchedulerSettings(DatabaseSettings):
     """GRIDCLEAR_MARKET_SPEED (or ``--speed``): market time acceleration (1: real time)."""
     market_epoch: datetime | None = Field(default=None, validation_alias=names.MARKET_EPOCH)
     """GRIDCLEAR_MARKET_EPOCH (or ``--epoch``): RFC 3339 market time to start from (None: now)."""
+    market_epoch_at: datetime | None = Field(default=None, validation_alias=names.MARKET_EPOCH_AT)
+    """GRIDCLEAR_MARKET_EPOCH_AT (or ``--epoch-at``): the wall-clock time at which market time
+    was the epoch (None: the scheduler's start), so several processes share one clock."""
     scheduler_interval_s: float = Field(default=1.0, validation_alias=names.SCHEDULER_INTERVAL_S)
     """GRIDCLEAR_SCHEDULER_INTERVAL_S (or ``--interval``): wall seconds between ticks."""
 
-    @field_validator("redis_url", "market_epoch", mode="before")
+    @field_validator("redis_url", "market_epoch", "market_epoch_at", mode="before")
     @classmethod
     def _scheduler_unset_when_empty(cls, value: object) -> object:
         return None if value == "" else value
@@ -463,6 +544,17 @@ class SchedulerSettings(DatabaseSettings):
                 f"the epoch needs a UTC offset, e.g. 2026-05-04T06:00:00Z "
                 f"(--epoch, {names.MARKET_EPOCH})"
             )
+        if self.market_epoch_at is not None:
+            if self.market_epoch is None:
+                raise ValueError(
+                    f"--epoch-at ({names.MARKET_EPOCH_AT}) needs --epoch ({names.MARKET_EPOCH}):"
+                    " the market time at that instant"
+                )
+            if self.market_epoch_at.tzinfo is None:
+                raise ValueError(
+                    f"the epoch's wall-clock time needs a UTC offset, e.g. 2026-05-04T06:00:00Z "
+                    f"(--epoch-at, {names.MARKET_EPOCH_AT})"
+                )
         if not 0.01 <= self.scheduler_interval_s <= 3600:
             raise ValueError(
                 "the interval must be 0.01 to 3600 seconds "
@@ -489,6 +581,7 @@ class SchedulerSettings(DatabaseSettings):
         *,
         speed: float | None = None,
         epoch: datetime | str | None = None,
+        epoch_at: datetime | str | None = None,
         interval_s: float | None = None,
     ) -> Self:
         """Settings from the environment; the arguments (options given) take precedence.
@@ -499,6 +592,7 @@ class SchedulerSettings(DatabaseSettings):
             {
                 names.MARKET_SPEED: speed,
                 names.MARKET_EPOCH: epoch,
+                names.MARKET_EPOCH_AT: epoch_at,
                 names.SCHEDULER_INTERVAL_S: interval_s,
             }
         )

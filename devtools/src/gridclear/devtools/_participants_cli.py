@@ -72,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
                 meters=tuple(h["meters"]),
                 email=h["email"],
                 password=h["password"],
+                wallet_key_file=h.get("walletKeyFile"),
             )
             for h in json.loads(args.households.read_text())
         ]

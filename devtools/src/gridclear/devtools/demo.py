@@ -17,9 +17,11 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -30,8 +32,11 @@ from gridclear.cloud import env as cloud_env
 from gridclear.devtools import env
 from gridclear.devtools._demo_plan import (
     DemoGateway,
+    SimulatedTime,
+    demo_time,
     edge_config_toml,
     gateways_from_site,
+    max_clock_ahead_s,
     summarize,
 )
 from gridclear.devtools.children import log_tail, spawn_child
@@ -103,6 +108,12 @@ class Supervisor:
 
 
 DEMO_ADMIN_EMAIL = "operator@demo.gridclear.invalid"
+DEMO_WALLET_LAMPORTS = 2_000_000_000
+"""SOL for each household wallet's fees and token-account rent (development ledger)."""
+DEMO_WALLET_MONEY = 1_000_000_000
+"""Payment base units each household starts with: 1,000 tokens of 6 decimals."""
+DEMO_ALLOWANCE = 10**12
+"""What each household lets settlement move, in either token (caps of its approval)."""
 
 
 def _find_upwards(relative: str) -> Path | None:
@@ -173,6 +184,9 @@ class _Counts:
     messages: int
     quarantined: int
     online: int
+    settled: int
+    failed: int
+    reconciliation: str
 
 
 def _counts(database_url: str) -> _Counts:
@@ -180,10 +194,17 @@ def _counts(database_url: str) -> _Counts:
         row = conn.execute(
             "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM raw_messages),"
             " (SELECT count(*) FROM quarantine),"
-            " (SELECT count(*) FROM device_status WHERE state = 'online')"
+            " (SELECT count(*) FROM device_status WHERE state = 'online'),"
+            " (SELECT count(*) FROM trade_settlements WHERE state = 'settled'),"
+            " (SELECT count(*) FROM trade_settlements WHERE state = 'failed'),"
+            " (SELECT CASE WHEN clean THEN 'clean' ELSE 'differences' END"
+            "  FROM reconciliation_runs ORDER BY id DESC LIMIT 1)"
         ).fetchone()
     assert row is not None
-    return _Counts(*row)
+    readings, messages, quarantined, online, settled, failed, reconciliation = row
+    return _Counts(
+        readings, messages, quarantined, online, settled, failed, reconciliation or "not yet"
+    )
 
 
 def _start_system(
@@ -200,6 +221,7 @@ def _start_system(
     print("  migrating the database ...", flush=True)
     _run_step("gridclear-cloud migrate", [_tool("gridclear-cloud"), "migrate"], child_env)
 
+    clock = _demo_clock(site)
     print("  starting the simulated street (gridclear-metersim) ...", flush=True)
     ready_file = run_dir / "metersim.json"
     supervisor.start(
@@ -211,16 +233,33 @@ def _start_system(
             str(site),
             "--ready-file",
             str(ready_file),
+            "--speed",
+            f"{clock.speed:g}",
+            "--start",
+            SimulatedTime.iso(clock.epoch),
+            "--start-at",
+            SimulatedTime.iso(clock.epoch_at),
         ],
     )
     _wait_until("the meter simulator", ready_file.exists, supervisor, 30)
     ready = json.loads(ready_file.read_text())
     gateways = gateways_from_site(ready)
 
+    ledger_lines = _start_ledger(supervisor, run_dir=run_dir, child_env=child_env)
+
     print("  starting the ingest worker and the API ...", flush=True)
     supervisor.start(
         "ingest",
-        [_tool("gridclear-cloud"), "ingest", "--client-id", "gridclear-cloud:demo-ingest-1"],
+        [
+            _tool("gridclear-cloud"),
+            "ingest",
+            "--client-id",
+            "gridclear-cloud:demo-ingest-1",
+            # Simulated time runs ahead of the wall clock (59 s a second at 60x); the
+            # production bound (10 minutes) would quarantine every reading after 10 s.
+            "--max-clock-ahead-s",
+            f"{max_clock_ahead_s(clock):.0f}",
+        ],
         env=child_env,
     )
     api_port = free_port()
@@ -299,7 +338,11 @@ def _start_system(
         config = folder / "edge.toml"
         config.write_text(
             edge_config_toml(
-                gateway, key_file=key_file, outbox=folder / "outbox.db", mqtt_url=urls["mosquitto"]
+                gateway,
+                key_file=key_file,
+                outbox=folder / "outbox.db",
+                mqtt_url=urls["mosquitto"],
+                simulation=clock,
             )
         )
         supervisor.start(
@@ -317,14 +360,16 @@ def _start_system(
         child_env=child_env,
         api_url=api_url,
         gateways=gateways,
-        ready=ready,
+        clock=clock,
     )
     return [
-        f"  meters     {sum(len(g.meters) for g in gateways)} simulated meters, {bus},"
-        f" time x{ready['speed']:g}",
+        f"  time       one simulated time for meters, gateways and market: x{clock.speed:g},"
+        f" {SimulatedTime.iso(clock.epoch)} at {SimulatedTime.iso(clock.epoch_at)} (wall)",
+        f"  meters     {sum(len(g.meters) for g in gateways)} simulated meters, {bus}",
         *(f"  gateway    {line}" for line in summarize(gateways)),
         f"  ingest     1 worker, shared subscription on {urls['mosquitto']}",
         f"  api        {api_url}   (OpenAPI: {api_url}/docs)",
+        *ledger_lines,
         *market_lines,
         "",
         "Watch readings arrive through the API (the login is in the run folder):",
@@ -335,6 +380,111 @@ def _start_system(
     ]
 
 
+def _start_ledger(supervisor: Supervisor, *, run_dir: Path, child_env: dict[str, str]) -> list[str]:
+    """The embedded ledger node, the service keys and the mints; adds them to ``child_env``."""
+    from gridclear.cloud.ledger.keys import create_key_file
+
+    print("  starting the ledger node and creating the mints ...", flush=True)
+    ready_file = run_dir / "ledger.ready.json"
+    ready_file.unlink(missing_ok=True)
+    supervisor.start(
+        "ledger",
+        [
+            _tool("gridclear-cloud"),
+            "ledger",
+            "serve",
+            "--dev",
+            "--port",
+            "0",
+            "--state-dir",
+            str(run_dir / "ledger-state"),
+            "--ready-file",
+            str(ready_file),
+        ],
+    )
+    _wait_until("the ledger node", ready_file.exists, supervisor, 60)
+    rpc_url = str(json.loads(ready_file.read_text())["url"])
+    keys = {
+        cloud_env.ORACLE_KEY_FILE: run_dir / "oracle.json",
+        cloud_env.SETTLEMENT_KEY_FILE: run_dir / "settlement.json",
+    }
+    for key_file in keys.values():
+        if not key_file.exists():
+            create_key_file(key_file)
+    child_env[cloud_env.SOLANA_RPC_URL] = rpc_url
+    child_env.update({name: str(path) for name, path in keys.items()})
+    _run_step(
+        "gridclear-cloud ledger init",
+        [_tool("gridclear-cloud"), "ledger", "init", "--airdrop"],
+        child_env,
+    )
+    return [f"  ledger     {rpc_url}   (Solana JSON-RPC; settlement: docs/SETTLEMENT.md)"]
+
+
+def _fund_wallets(child_env: Mapping[str, str], wallet_files: Sequence[Path]) -> None:
+    """Create each household's wallet and fund it as a development ledger's faucet does.
+
+    In process rather than one ``ledger faucet`` per wallet: on a busy two-core
+    machine each command's start-up alone took seconds.
+    """
+    import asyncio
+
+    from psycopg import AsyncConnection
+    from psycopg.rows import dict_row
+
+    from gridclear.cloud.ledger.client import LedgerClient
+    from gridclear.cloud.ledger.keys import create_key_file, load_key_file
+    from gridclear.cloud.settlement import store
+    from gridclear.cloud.settlement.setup import grant_payment
+
+    fresh = [(path, create_key_file(path)) for path in wallet_files if not path.exists()]
+    if not fresh:
+        return
+
+    async def fund() -> None:
+        oracle = load_key_file(Path(child_env[cloud_env.ORACLE_KEY_FILE])).keypair
+        authority = load_key_file(Path(child_env[cloud_env.SETTLEMENT_KEY_FILE])).keypair
+        async with (
+            LedgerClient(child_env[cloud_env.SOLANA_RPC_URL]) as ledger,
+            await AsyncConnection.connect(
+                child_env[cloud_env.DATABASE_URL], autocommit=True, row_factory=dict_row
+            ) as conn,
+        ):
+            setup = await store.load_setup(conn)
+            if setup is None:
+                raise DemoStepError("the ledger was not set up")
+            drops = [
+                await ledger.request_airdrop(key.pubkey, DEMO_WALLET_LAMPORTS) for _, key in fresh
+            ]
+            await ledger.wait_landed(drops)
+            for _, key in fresh:
+                await grant_payment(
+                    conn,
+                    ledger,
+                    setup,
+                    oracle=oracle,
+                    authority=authority,
+                    wallet=key.pubkey,
+                    amount=DEMO_WALLET_MONEY,
+                )
+
+    try:
+        asyncio.run(fund())
+    except Exception as error:  # any failure here is the demo's set-up failing
+        raise DemoStepError(f"funding the households' wallets failed: {error}") from error
+
+
+def _demo_clock(site: Path) -> SimulatedTime:
+    """The demo's one simulated time: the site's speed (default 60), from its morning."""
+    try:
+        data = tomllib.loads(site.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise DemoStepError(f"reading the site file {site} failed: {error}") from error
+    speed = float(data.get("speed", 60)) or 60.0
+    longitude = float(data.get("longitude", 11.58))
+    return demo_time(datetime.now(UTC), speed=speed, longitude=longitude)
+
+
 def _start_market(
     supervisor: Supervisor,
     *,
@@ -342,12 +492,12 @@ def _start_market(
     child_env: Mapping[str, str],
     api_url: str,
     gateways: Sequence[DemoGateway],
-    ready: Mapping[str, object],
+    clock: SimulatedTime,
 ) -> list[str]:
-    """The scheduler, as fast as the simulated street, and a trader per household."""
+    """The scheduler, on the street's simulated time, and a trader per household."""
     from gridclear.devtools.participants import ApiClient, ApiRequestError
 
-    speed = float(str(ready.get("speed", 60)))
+    speed = clock.speed
     # An hour of slots open ahead (a minute of wall time at x60) keeps the book tidy;
     # set before the scheduler creates the first slots.
     operator = ApiClient(api_url)
@@ -358,7 +508,18 @@ def _start_market(
     except (ApiRequestError, OSError) as error:
         raise DemoStepError(f"configuring the market failed: {error}") from error
     supervisor.start(
-        "scheduler", [_tool("gridclear-cloud"), "scheduler", "--speed", f"{speed:g}"], env=child_env
+        "scheduler",
+        [
+            _tool("gridclear-cloud"),
+            "scheduler",
+            "--speed",
+            f"{speed:g}",
+            "--epoch",
+            SimulatedTime.iso(clock.epoch),
+            "--epoch-at",
+            SimulatedTime.iso(clock.epoch_at),
+        ],
+        env=child_env,
     )
     households = [
         {
@@ -370,6 +531,11 @@ def _start_market(
         }
         for g in gateways
     ]
+    wallets = run_dir / "wallets"
+    wallets.mkdir(exist_ok=True)
+    for household in households:
+        household["walletKeyFile"] = str(wallets / f"{household['name']}.json")
+    _fund_wallets(child_env, [Path(str(h["walletKeyFile"])) for h in households])
     households_file = run_dir / "households.json"
     households_file.write_text(json.dumps(households, indent=2))
     households_file.chmod(0o600)
@@ -389,7 +555,8 @@ def _start_market(
     )
     return [
         f"  scheduler  market time x{speed:g}: a 15-minute slot every {900 / speed:g} s",
-        f"  traders    {len(households)} households bid or offer from their grid meters"
+        f"  traders    {len(households)} households bid or offer from their grid meters,"
+        " each with its own wallet, onboarded for settlement"
         f" (log: {run_dir / 'participants.log'})",
     ]
 
@@ -462,7 +629,8 @@ def _watch(supervisor: Supervisor, database_url: str, every_s: float = 10.0) -> 
                 print(
                     f"  {time.strftime('%H:%M:%S')}  readings stored: {counts.readings:,}"
                     f"  messages: {counts.messages:,}  quarantined: {counts.quarantined:,}"
-                    f"  gateways online: {counts.online}",
+                    f"  gateways online: {counts.online}  trades settled: {counts.settled:,}"
+                    f" (failed {counts.failed})  reconciliation: {counts.reconciliation}",
                     flush=True,
                 )
         time.sleep(0.5)

@@ -61,6 +61,7 @@ class MetersimProcess:
         speed: float | None = None,
         seed: int | None = None,
         start: str | None = None,
+        start_at: str | None = None,
         port: int = 0,
         host: str = "127.0.0.1",
         workdir: Path | None = None,
@@ -84,6 +85,8 @@ class MetersimProcess:
             args += ["--seed", str(seed)]
         if start is not None:
             args += ["--start", start]
+        if start_at is not None:
+            args += ["--start-at", start_at]
         args += list(extra_args)
         self.args = args
         self._process: subprocess.Popen[bytes] | None = None

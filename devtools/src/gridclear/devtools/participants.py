@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "ApiRequestError",
     "Household",
     "Participant",
+    "onboard_wallet",
     "order_for",
     "run_participants",
     "set_up_households",
@@ -106,6 +108,52 @@ class Household:
     """Each ``{"name", "role", "model"}``."""
     email: str
     password: str
+    wallet_key_file: str | None = None
+    """The household's own Solana wallet (a key file), when the market settles on a ledger."""
+
+
+def onboard_wallet(client: ApiClient, household: Household, *, allowance: int) -> str | None:
+    """Link the household's wallet to its account and approve settlement, as a wallet app would.
+
+    The wallet signs the sign-in challenge and the approval transaction the service
+    offers; the service never sees its key. Returns the approval's state, or None
+    without a wallet. Safe to repeat: a wallet linked already is kept.
+    """
+    if household.wallet_key_file is None:
+        return None
+    from gridclear.cloud.ledger.keys import load_key_file
+    from gridclear.devtools.wallet import sign_offered
+
+    wallet = load_key_file(Path(household.wallet_key_file))
+    address = str(wallet.pubkey)
+    profile = client.call("GET", "/api/users/profile")
+    if address not in profile["wallets"]:
+        challenge = client.call("POST", "/api/users/wallets/challenge", {"walletAddress": address})
+        message = challenge["message"]
+        try:
+            client.call(
+                "POST",
+                "/api/users/wallets",
+                {
+                    "walletAddress": address,
+                    "message": message,
+                    "signature": str(wallet.keypair.sign_message(message.encode())),
+                },
+            )
+        except ApiRequestError as error:
+            if error.code != "CONFLICT":
+                raise
+    offer = client.call(
+        "POST",
+        "/api/blockchain/approvals",
+        {"wallet": address, "energyCap": allowance, "paymentCap": allowance},
+    )
+    done = client.call(
+        "POST",
+        "/api/blockchain/transactions",
+        {"transaction": sign_offered(offer["transaction"], wallet.keypair)},
+    )
+    return str(done["state"])
 
 
 def set_up_households(
@@ -237,6 +285,7 @@ def run_participants(
     market: Mapping[str, int],
     interval_s: float = 2.0,
     seed: int = 2025,
+    allowance: int = 10**12,
 ) -> None:
     """Set up the households, then trade until interrupted (KeyboardInterrupt)."""
     operator = ApiClient(api_url)
@@ -246,6 +295,13 @@ def run_participants(
     for index, household in enumerate(households):
         client = ApiClient(api_url)
         client.login(household.email, household.password)
+        try:
+            state = onboard_wallet(client, household, allowance=allowance)
+        except ApiRequestError as error:  # it trades anyway; its trades fail as no_wallet
+            print(f"  {household.name}: onboarding its wallet failed: {error}", flush=True)
+        else:
+            if state is not None:
+                print(f"  {household.name}: wallet onboarded for settlement ({state})", flush=True)
         # Reproducible demo prices, not secrets.
         rng = random.Random(seed + index)  # noqa: S311
         participants.append(Participant(household, client, rng))

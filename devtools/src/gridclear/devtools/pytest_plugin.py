@@ -229,13 +229,15 @@ def metersim(server_dir: Path) -> Iterator[Callable[..., MetersimProcess]]:
     ``metersim(meters=["1:sdm630:flat:2000", "2:sunspec:pv"], speed=60, seed=1)``
     serves the meters on one free TCP port; ``metersim(site=path)`` serves a
     site file (TCP gateways and RTU lines). Optional: ``start="2025-06-21T10:00:00Z"``
-    (simulated start, UTC), ``port``. The call returns once every transport
-    listens, with ``.host``/``.port`` (first TCP bus), ``.pty`` (first RTU
-    line's device path, for a serial Modbus client), ``.buses``, and the
-    run-time fault switches ``.fault(meter, kind, **params)``, ``.clear(meter)``,
-    ``.status()``; meters are named ``tcp/<unit>`` for ``meters=`` runs. The
-    simulator's output is in ``.output()``; a simulator that exits with an error
-    fails the test that started it.
+    (simulated start, UTC), ``start_at`` (the wall-clock time at which simulated
+    time was ``start``, to share one clock with other processes), ``port``. The
+    call returns once every transport listens, with ``.host``/``.port`` (first
+    TCP bus), ``.pty`` (first RTU line's device path, for a serial Modbus
+    client), ``.buses``, and the run-time fault switches
+    ``.fault(meter, kind, **params)``, ``.clear(meter)``, ``.status()``; meters
+    are named ``tcp/<unit>`` for ``meters=`` runs. The simulator's output is in
+    ``.output()``; a simulator that exits with an error fails the test that
+    started it.
     """
     started: list[MetersimProcess] = []
 

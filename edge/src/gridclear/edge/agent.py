@@ -18,14 +18,17 @@ import asyncio
 import contextlib
 import faulthandler
 import logging
+import math
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NoReturn, Protocol
 
+from gridclear.edge.clock import simulated_time
 from gridclear.edge.outbox import Outbox, OutboxError
 from gridclear.edge.publisher import Publisher, PublisherSettings
 from gridclear.edge.signing import Signer
@@ -35,7 +38,14 @@ from gridclear.shared.keys import load_key_file
 from gridclear.shared.protocol import StatusMessage
 from gridclear.shared.readings import Reading
 
-__all__ = ["Agent", "AgentSettings", "ReadingSource", "publisher_settings", "run_agent"]
+__all__ = [
+    "Agent",
+    "AgentSettings",
+    "ReadingSource",
+    "publisher_settings",
+    "run_agent",
+    "time_source",
+]
 
 log = logging.getLogger("gridclear.edge.agent")
 
@@ -205,6 +215,22 @@ def publisher_settings(config: Any) -> PublisherSettings:
     )
 
 
+def time_source(config: Any) -> Callable[[], float]:
+    """Seconds since the Unix epoch for sample and signing times: UTC, or simulated.
+
+    ``config`` is the gateway's :class:`~gridclear.edge.config.Config`; its
+    ``[simulation]`` table (development only) gives :func:`simulated_time`.
+    """
+    simulation = config.simulation
+    if simulation is None:
+        return time.time
+    return simulated_time(
+        speed=simulation.speed,
+        epoch=simulation.epoch.timestamp(),
+        epoch_at=None if simulation.epoch_at is None else simulation.epoch_at.timestamp(),
+    )
+
+
 def run_agent(config_path: Path) -> int:
     """``gridclear-edge run``: load everything, run until SIGTERM/SIGINT, return the exit code.
 
@@ -217,7 +243,10 @@ def run_agent(config_path: Path) -> int:
     try:
         config = load_config(config_path)
         key = load_key_file(config.key_file)
-        signer = Signer(device_id=config.device_id, key=key)
+        now = time_source(config)
+        signer = Signer(
+            device_id=config.device_id, key=key, now_ms=lambda: math.floor(now() * 1000)
+        )
         outbox = Outbox.open(
             config.outbox, signer=signer, max_bytes=int(config.outbox_max_mb * 2**20)
         )
@@ -233,7 +262,7 @@ def run_agent(config_path: Path) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        async with MeterPool(config.meters) as pool:
+        async with MeterPool(config.meters, clock=now) as pool:
             agent = Agent(
                 signer=signer,
                 outbox=outbox,
@@ -251,6 +280,12 @@ def run_agent(config_path: Path) -> int:
                     "last_seq": outbox.last_seq(),
                 },
             )
+            if config.simulation is not None:
+                log.warning(
+                    "simulated clock: readings are stamped %s, not real UTC",
+                    datetime.fromtimestamp(now(), UTC).isoformat(timespec="seconds"),
+                    extra={"simulation": config.simulation.model_dump(mode="json")},
+                )
             await agent.run(stop)
 
     with outbox, contextlib.suppress(KeyboardInterrupt):

@@ -1,4 +1,11 @@
-"""Is the gateway's clock synchronised? Asked of the kernel, which knows.
+"""What time it is on the gateway, and whether its clock is synchronised.
+
+The time is the system's UTC clock, except in a demo or a test whose
+configuration gives a ``[simulation]`` table: then :func:`simulated_time` runs
+faster from a chosen epoch, so that readings agree with an accelerated market
+(see :class:`gridclear.edge.config.SimulationConfig`; production refuses it).
+
+Whether the clock is synchronised is asked of the kernel, which knows.
 
 A Raspberry Pi has no battery-backed clock: after a power cut it starts at the
 time it last saved until NTP corrects it. Readings taken before that are marked,
@@ -13,11 +20,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import time
 from collections.abc import Callable
 
 from gridclear.shared.protocol import ClockState
 
-__all__ = ["ClockSource", "fixed_clock", "system_clock"]
+__all__ = ["ClockSource", "fixed_clock", "simulated_time", "system_clock"]
 
 ClockSource = Callable[[], ClockState]
 """Returns the clock's state now."""
@@ -85,3 +93,30 @@ def fixed_clock(*, synced: bool) -> ClockSource:
     """A clock state that never changes: for tests and for machines without adjtimex."""
     state = ClockState(synced=synced)
     return lambda: state
+
+
+def simulated_time(
+    *,
+    speed: float,
+    epoch: float,
+    epoch_at: float | None = None,
+    wall: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Callable[[], float]:
+    """A clock of seconds since the Unix epoch: ``epoch`` at the wall-clock instant
+    ``epoch_at`` (default: now), running ``speed`` times as fast as the wall clock.
+
+    The offset from ``epoch_at`` is taken from the wall clock once, here; from then
+    on the clock runs on the monotonic clock, so it never goes backwards when the
+    system's clock is adjusted. Processes given the same ``epoch`` and ``epoch_at``
+    agree to within their wall clocks' agreement times ``speed``.
+    """
+    if not speed > 0:
+        raise ValueError("speed must be above 0")
+    wall_now, origin = wall(), monotonic()
+    start = epoch + (wall_now - (wall_now if epoch_at is None else epoch_at)) * speed
+
+    def now() -> float:
+        return start + (monotonic() - origin) * speed
+
+    return now

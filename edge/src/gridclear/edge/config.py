@@ -27,6 +27,16 @@ Shape (every key is documented on the model fields below)::
     unit = 2
     model = "sdm120"
 
+A demo or a test may run the gateway on a simulated clock, never a gateway in
+the field::
+
+    environment = "development"      # default "production", which refuses [simulation]
+
+    [simulation]
+    speed = 60                       # simulated seconds per wall-clock second
+    epoch = 2026-05-04T09:00:00Z     # simulated time at the wall-clock instant epoch_at
+    epoch_at = 2026-05-04T17:12:00Z  # default: when the agent starts
+
 Contract:
 
 - Unknown keys are refused (a misspelt key must not silently mean "default").
@@ -44,6 +54,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
@@ -70,6 +81,7 @@ __all__ = [
     "ConfigError",
     "MeterConfig",
     "MqttConfig",
+    "SimulationConfig",
     "load_config",
     "parse_config",
 ]
@@ -375,8 +387,49 @@ class MeterConfig(_Model):
         return f"tcp://{self.host}:{self.port}#{self.unit}"
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.utcoffset() is None:
+        raise ValueError("must carry a UTC offset, e.g. 2026-05-04T09:00:00Z")
+    return value
+
+
+class SimulationConfig(_Model):
+    """A simulated clock for sample and signing times: demos and tests only.
+
+    Simulated time is ``epoch`` at the wall-clock instant ``epoch_at`` and runs
+    ``speed`` times as fast as the wall clock, so every process given the same
+    three values (the meter simulator's ``--start``/``--start-at``/``--speed``, the
+    market scheduler's ``--epoch``/``--epoch-at``/``--speed``) tells the same time,
+    whenever each of them started.
+    """
+
+    speed: Seconds = Field(
+        gt=0,
+        le=100_000,
+        description="Simulated seconds per wall-clock second (60: a 15-minute slot in 15 s).",
+    )
+    epoch: Annotated[datetime, Strict(), AfterValidator(_aware)] = Field(
+        description="Simulated time at the wall-clock instant epoch_at (with a UTC offset)."
+    )
+    epoch_at: Annotated[datetime | None, Strict(), AfterValidator(_aware)] = Field(
+        default=None,
+        description=(
+            "The wall-clock instant at which simulated time was epoch (default: when the "
+            "agent starts). Give the same value to every process that must agree."
+        ),
+    )
+
+
 class Config(_Model):
     """The whole gateway configuration."""
+
+    environment: Literal["production", "development"] = Field(
+        default="production",
+        description=(
+            "production (the default: a gateway in the field) or development (a demo or "
+            "a test); only development accepts a [simulation] table."
+        ),
+    )
 
     device_id: Name = Field(
         description="This gateway's id: the {device_id} in its MQTT topics and in every message."
@@ -413,8 +466,27 @@ class Config(_Model):
         le=86400,
         description="Seconds between refreshes of the retained status message.",
     )
+    simulation: SimulationConfig | None = Field(
+        default=None,
+        description=(
+            "Sample and sign on a simulated clock instead of real UTC (demos and tests; "
+            'refused unless environment = "development").'
+        ),
+    )
 
     _resolve_paths = field_validator("key_file", "outbox")(_resolve)
+
+    @model_validator(mode="after")
+    def _check_simulation(self) -> Self:
+        # A reading is evidence for settlement: in the field its time must be real UTC.
+        if self.simulation is not None and self.environment == "production":
+            raise _KeyError(
+                "simulation",
+                "a simulated clock is for demos and tests only and is refused in production"
+                ' (environment = "production" is the default); a gateway in the field stamps'
+                ' its readings with real UTC. Set environment = "development" to simulate',
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_meters(self) -> Self:
@@ -535,6 +607,10 @@ def _describe(error: Mapping[str, Any]) -> tuple[str | None, str]:
         "model_attributes_type": f"must be a table (got {_shown(given)})",
         "finite_number": "must be a finite number",
         "path_type": f"must be a path string (got {_shown(given)})",
+        "datetime_type": (
+            f"must be a TOML date-time with an offset, e.g. 2026-05-04T09:00:00Z"
+            f" (got {_shown(given)})"
+        ),
     }
     if kind in messages:
         return _dotted(loc), messages[kind]

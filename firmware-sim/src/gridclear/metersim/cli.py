@@ -96,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", default=None, help="simulated start time, ISO 8601 UTC (default: now)"
     )
     serve.add_argument(
+        "--start-at",
+        default=None,
+        metavar="ISO8601",
+        help=(
+            "the wall-clock time at which simulated time was --start (default: launch);"
+            " processes given the same --start, --start-at and --speed share one clock"
+        ),
+    )
+    serve.add_argument(
         "--control",
         type=_endpoint,
         default=None,
@@ -164,6 +173,8 @@ def _serve(args: argparse.Namespace) -> int:
                 overrides["seed"] = args.seed
             if args.start is not None:
                 overrides["start"] = parse_start(args.start)
+            if args.start_at is not None:
+                overrides["start_at"] = parse_start(args.start_at)
             if overrides:
                 from dataclasses import replace
 
@@ -176,6 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
                 speed=1.0 if args.speed is None else args.speed,
                 seed=0 if args.seed is None else args.seed,
                 start=args.start,
+                start_at=args.start_at,
             )
         return run(site, control=args.control, ready_file=args.ready_file)
     except ConfigError as error:

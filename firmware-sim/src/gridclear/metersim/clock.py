@@ -23,6 +23,24 @@ class SimClock:
         self._monotonic = monotonic
         self._origin = monotonic()
 
+    @classmethod
+    def anchored(
+        cls,
+        *,
+        epoch: float,
+        epoch_at: float,
+        speed: float,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> SimClock:
+        """The clock that read ``epoch`` at the wall-clock instant ``epoch_at``.
+
+        Processes given the same three values agree on simulated time whenever each
+        started (the edge agent's ``[simulation]`` table and the market scheduler's
+        ``--epoch-at`` mean the same). The wall clock is read once, here.
+        """
+        return cls(start=epoch + (wall() - epoch_at) * speed, speed=speed, monotonic=monotonic)
+
     def now(self) -> float:
         """The simulated time now."""
         return self.start + (self._monotonic() - self._origin) * self.speed

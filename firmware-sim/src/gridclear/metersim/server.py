@@ -49,8 +49,14 @@ class Simulator:
 
     def __init__(self, site: SiteSpec, *, control: tuple[str, int] | None = None) -> None:
         self.site = site
-        start = site.start if site.start is not None else time.time()
-        self.clock = SimClock(start=start, speed=site.speed)
+        if site.start is not None and site.start_at is not None:
+            self.clock = SimClock.anchored(
+                epoch=site.start, epoch_at=site.start_at, speed=site.speed
+            )
+        else:
+            launch = site.start if site.start is not None else time.time()
+            self.clock = SimClock(start=launch, speed=site.speed)
+        start = self.clock.start
         self.buses: list[Bus] = []
         self.meters: dict[str, SimulatedMeter] = {}
         scheduled: dict[str, list[Any]] = {}

@@ -71,14 +71,27 @@ class FaultSpec:
 
 @dataclass(frozen=True, slots=True)
 class SiteSpec:
-    """A whole simulated site; ``start`` is the simulated epoch seconds at launch."""
+    """A whole simulated site; ``start`` is the simulated epoch seconds at launch.
+
+    With ``start_at`` (wall-clock epoch seconds), ``start`` is the simulated time at
+    that wall-clock instant instead, so that processes started at different moments
+    share one simulated clock.
+    """
 
     buses: tuple[BusSpec, ...]
     seed: int = 0
     speed: float = 1.0
     start: float | None = None
+    start_at: float | None = None
     location: Location = field(default_factory=Location)
     faults: tuple[FaultSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.start_at is not None and self.start is None:
+            raise ConfigError(
+                "--start-at needs --start: the simulated time at that instant",
+                reason="bad_value",
+            )
 
     @property
     def meter_count(self) -> int:
@@ -200,6 +213,7 @@ def site_from_args(
     speed: float,
     seed: int,
     start: str | None,
+    start_at: str | None = None,
 ) -> SiteSpec:
     """A one-bus site from the ``serve --meter`` flags."""
     if not meters:
@@ -216,6 +230,7 @@ def site_from_args(
         seed=seed,
         speed=_check_speed(speed),
         start=parse_start(start) if start else None,
+        start_at=parse_start(start_at) if start_at else None,
     )
 
 

@@ -62,6 +62,7 @@ from gridclear.cloud.api.realtime import RealtimeServer
 from gridclear.cloud.api.routes import (
     admin,
     auth,
+    blockchain,
     health,
     keys,
     market_admin,
@@ -78,6 +79,7 @@ from gridclear.cloud.identity.nonces import NonceStore
 from gridclear.cloud.identity.passwords import Passwords
 from gridclear.cloud.identity.sessions import SessionRevocations
 from gridclear.cloud.identity.tokens import AccessTokens
+from gridclear.cloud.ledger.client import LedgerClient
 from gridclear.cloud.logs import configure_logging
 from gridclear.cloud.market.metrics import MarketMetrics
 from gridclear.cloud.market.placement import ConfigCache, OrderPlacer
@@ -166,6 +168,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(admin.router, dependencies=per_ip)
     app.include_router(device_routes.router, dependencies=per_ip)
     app.include_router(market_admin.router, dependencies=per_ip)
+    app.include_router(blockchain.router, dependencies=per_ip)
     app.include_router(health.router)
     _mount_metrics(app, settings, metrics)
     app.mount("/socket.io", realtime.asgi, name="socket.io")
@@ -216,6 +219,10 @@ async def _open_services(
     stack.push_async_callback(users.aclose)
     placer = OrderPlacer(pool)
     stack.push_async_callback(placer.aclose)
+    ledger = None
+    if settings.solana_rpc_url is not None:
+        ledger = LedgerClient(settings.solana_rpc_url, commitment=settings.solana_commitment)
+        stack.push_async_callback(ledger.close)
     return Services(
         settings=settings,
         clock=now,
@@ -239,6 +246,7 @@ async def _open_services(
         market_metrics=market_metrics,
         market_config=ConfigCache(pool),
         orders=placer,
+        ledger=ledger,
     )
 
 

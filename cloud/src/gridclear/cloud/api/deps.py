@@ -31,6 +31,7 @@ from gridclear.cloud.identity.tokens import AccessClaims, TokenError
 
 __all__ = [
     "API_GROUP",
+    "PUBLIC_GROUP",
     "CurrentPrincipal",
     "CurrentSession",
     "Principal",
@@ -41,6 +42,7 @@ __all__ = [
     "current_session",
     "get_services",
     "hit_limit",
+    "public_reader",
     "rate_limit",
     "request_id",
     "require_role",
@@ -252,6 +254,24 @@ async def _key_principal(services: Services, key: str) -> Principal:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+PUBLIC_GROUP = "public"
+"""The group anonymous reads of public market data count in, per client address."""
+
+
+async def public_reader(request: Request) -> Principal | None:
+    """Public market data: anyone may read it.
+
+    Without credentials the caller is None, counted per client address in the
+    ``public`` group (besides ``api``, which the router counts). Credentials that
+    are sent are checked exactly as elsewhere (a bad token is still 401, an API
+    key needs ``read`` or ``trading``), so a client learns of a broken token.
+    """
+    if _credentials(request) is None:
+        await hit_limit(services_of(request), PUBLIC_GROUP, client_ip(request))
+        return None
+    principal = await current_principal(request)
+    return _scoped(request, principal, frozenset({Scope.READ, Scope.TRADING}))
 
 
 async def current_session(principal: CurrentPrincipal, request: Request) -> Principal:

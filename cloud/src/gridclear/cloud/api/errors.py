@@ -43,9 +43,12 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     CONFLICT = "CONFLICT"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    SELF_TRADE = "SELF_TRADE"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     BAD_REQUEST = "BAD_REQUEST"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    WALLET_REQUIRED = "WALLET_REQUIRED"
+    TRANSACTION_NOT_OFFERED = "TRANSACTION_NOT_OFFERED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
     @property
@@ -77,9 +80,12 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.CONFLICT: 409,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
+    ErrorCode.SELF_TRADE: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.WALLET_REQUIRED: 409,
+    ErrorCode.TRANSACTION_NOT_OFFERED: 400,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 
@@ -103,9 +109,12 @@ _MESSAGE: dict[ErrorCode, str] = {
     ErrorCode.METHOD_NOT_ALLOWED: "Method not allowed",
     ErrorCode.CONFLICT: "Conflict with the current state",
     ErrorCode.IDEMPOTENCY_KEY_REUSED: "This Idempotency-Key was used for a different request",
+    ErrorCode.SELF_TRADE: "You have an active order on the other side of this timeslot",
     ErrorCode.PAYLOAD_TOO_LARGE: "The request body is too large",
     ErrorCode.BAD_REQUEST: "Bad request",
     ErrorCode.SERVICE_UNAVAILABLE: "The service is not ready",
+    ErrorCode.WALLET_REQUIRED: "Approve a wallet for settlement first",
+    ErrorCode.TRANSACTION_NOT_OFFERED: "This transaction is not the one offered",
     ErrorCode.INTERNAL_ERROR: "Internal server error",
 }
 
@@ -145,6 +154,8 @@ API_CODES: dict[str, ErrorCode] = {
     "stale_version": ErrorCode.CONFLICT,
     "meter_not_allowed": ErrorCode.FORBIDDEN,
     "idempotency_key_reused": ErrorCode.IDEMPOTENCY_KEY_REUSED,
+    "self_trade": ErrorCode.SELF_TRADE,
+    "meter_required": ErrorCode.VALIDATION_ERROR,
     # devices.registry
     "device_error": ErrorCode.VALIDATION_ERROR,
     "not_found": ErrorCode.NOT_FOUND,
@@ -156,6 +167,17 @@ API_CODES: dict[str, ErrorCode] = {
     "account_conflict": ErrorCode.CONFLICT,
     "last_admin": ErrorCode.CONFLICT,
     "malformed_message": ErrorCode.INVALID_MESSAGE,
+    # settlement and the ledger
+    "blockchain_error": ErrorCode.BLOCKCHAIN_ERROR,
+    "insufficient_balance": ErrorCode.INSUFFICIENT_BALANCE,
+    "wallet_required": ErrorCode.WALLET_REQUIRED,
+    "wallet_not_linked": ErrorCode.FORBIDDEN,
+    "invalid_cap": ErrorCode.VALIDATION_ERROR,
+    "invalid_transaction": ErrorCode.VALIDATION_ERROR,
+    "not_offered": ErrorCode.TRANSACTION_NOT_OFFERED,
+    "already_submitted": ErrorCode.CONFLICT,
+    "invalid_signature": ErrorCode.INVALID_SIGNATURE,
+    "approval_expired": ErrorCode.CONFLICT,
     # api
     "rate_limited": ErrorCode.RATE_LIMIT_EXCEEDED,
 }

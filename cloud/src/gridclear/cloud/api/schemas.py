@@ -260,6 +260,11 @@ class HealthOut(ApiModel):
     version: str
     database: Literal["connected", "disconnected"]
     redis: Literal["connected", "disconnected"]
+    blockchain: Literal["connected", "disconnected", "not_configured"]
+    """The ledger (Solana RPC): ``not_configured`` until settlement is set up."""
+    environment: str
+    """``development`` or ``production`` (the predecessor's ``environment``)."""
+    message: str
 
 
 class ReadyOut(ApiModel):

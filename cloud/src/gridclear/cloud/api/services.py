@@ -22,6 +22,7 @@ from gridclear.cloud.identity.nonces import NonceStore
 from gridclear.cloud.identity.passwords import Passwords
 from gridclear.cloud.identity.sessions import SessionRevocations
 from gridclear.cloud.identity.tokens import AccessTokens
+from gridclear.cloud.ledger.client import LedgerClient
 from gridclear.cloud.market.metrics import MarketMetrics
 from gridclear.cloud.market.placement import ConfigCache, OrderPlacer
 from gridclear.cloud.settings import Settings
@@ -51,5 +52,7 @@ class Services:
     market_config: ConfigCache
     orders: OrderPlacer
     """Places orders, batching the requests that arrive together."""
+    ledger: LedgerClient | None = None
+    """The ledger settlement uses; None while GRIDCLEAR_SOLANA_RPC_URL is unset."""
     started_monotonic: float = field(default_factory=time.monotonic)
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)

@@ -1,8 +1,6 @@
-"""Settlement's ledger: Solana through JSON-RPC, and the embedded ledger node that serves it.
+"""Settlement on Solana: SPL instructions, v0 transactions and service keys (DESIGN §9).
 
-Every gridclear component reaches a ledger (this package's node, a validator,
-devnet or mainnet) through solana-py's ``AsyncClient``; :mod:`.node` is the
-ledger for development, demos, tests and small pilots (docs/LEDGER.md).
+:mod:`.node` is the embedded ledger node (``gridclear-cloud ledger serve``, docs/LEDGER.md).
 """
 
 __all__: list[str] = []

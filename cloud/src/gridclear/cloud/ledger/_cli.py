@@ -18,16 +18,19 @@ def default_state_dir() -> Path:
     return Path(data_home) / "gridclear" / "ledger"
 
 
-def add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``ledger`` (with ``serve``) to the top-level subcommands."""
+def add_ledger_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add ``ledger`` (with ``serve``) to the top-level subcommands; its actions, for more."""
     ledger = commands.add_parser(
         "ledger",
-        help="the embedded Solana ledger node (development, demos, small pilots)",
+        help="the embedded Solana ledger node, and settlement by hand",
         description=(
             "The embedded ledger node: LiteSVM (Solana's System, SPL Token, Associated "
             "Token Account, Memo, Address Lookup Table and Compute Budget programs) "
             "behind the subset of Solana's JSON-RPC that gridclear and wallets use, with "
-            "its state kept on disk across restarts. See docs/LEDGER.md."
+            "its state kept on disk across restarts (serve); and settlement by hand "
+            "against any ledger. See docs/LEDGER.md and docs/SETTLEMENT.md."
         ),
     )
     actions = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
@@ -72,6 +75,7 @@ def add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="write the URL served as JSON once listening (for tools that start the node)",
     )
     serve.set_defaults(handler=_serve)
+    return actions
 
 
 def _serve(args: argparse.Namespace) -> int:

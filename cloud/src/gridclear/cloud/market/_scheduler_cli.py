@@ -14,6 +14,7 @@ from gridclear.cloud.market.clock import MarketClock
 
 if TYPE_CHECKING:
     from gridclear.cloud.settings import SchedulerSettings
+    from gridclear.cloud.settlement.service import SettlementService
 
 __all__ = ["add_scheduler_command"]
 
@@ -46,6 +47,16 @@ def add_scheduler_command(commands: argparse._SubParsersAction[argparse.Argument
         help=f"market time to start from when accelerated (default: {env.MARKET_EPOCH} or now)",
     )
     parser.add_argument(
+        "--epoch-at",
+        default=None,
+        metavar="RFC3339",
+        help=(
+            "the wall-clock time at which market time was --epoch, so that processes"
+            " given the same --speed, --epoch and --epoch-at share one clock"
+            f" (default: {env.MARKET_EPOCH_AT} or the scheduler's start)"
+        ),
+    )
+    parser.add_argument(
         "--interval",
         type=float,
         default=None,
@@ -66,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         settings = SchedulerSettings.load(
-            speed=args.speed, epoch=args.epoch, interval_s=args.interval
+            speed=args.speed, epoch=args.epoch, epoch_at=args.epoch_at, interval_s=args.interval
         )
     except SettingsError as exc:
         return _fail(str(exc))
@@ -76,16 +87,32 @@ def _run(args: argparse.Namespace) -> int:
     if settings.log_level != "DEBUG":
         # APScheduler logs every run of every job at INFO: once a second per job.
         logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
-    clock = (
-        MarketClock(speed=settings.market_speed)
-        if settings.market_epoch is None
-        else MarketClock(settings.market_speed, settings.market_epoch)
-    )
-    asyncio.run(_serve(settings, settings.database_url, clock))
+    if settings.market_epoch is None:
+        clock = MarketClock(speed=settings.market_speed)
+    elif settings.market_epoch_at is None:
+        clock = MarketClock(settings.market_speed, settings.market_epoch)
+    else:
+        clock = MarketClock.anchored(
+            speed=settings.market_speed,
+            epoch=settings.market_epoch,
+            epoch_at=settings.market_epoch_at,
+        )
+    from gridclear.cloud.errors import GridclearCloudError
+
+    try:
+        settlement = _settlement(settings)
+    except GridclearCloudError as exc:  # unset or unreadable key files
+        return _fail(str(exc))
+    asyncio.run(_serve(settings, settings.database_url, clock, settlement))
     return 0
 
 
-async def _serve(settings: SchedulerSettings, url: str, clock: MarketClock) -> None:
+async def _serve(
+    settings: SchedulerSettings,
+    url: str,
+    clock: MarketClock,
+    settlement: SettlementService | None,
+) -> None:
     from gridclear.cloud.market.scheduler import Scheduler
     from gridclear.cloud.realtime import EventPublisher
 
@@ -102,8 +129,35 @@ async def _serve(settings: SchedulerSettings, url: str, clock: MarketClock) -> N
     )
     try:
         await Scheduler(
-            database_url=url, clock=clock, events=events, interval_s=settings.scheduler_interval_s
+            database_url=url,
+            clock=clock,
+            events=events,
+            interval_s=settings.scheduler_interval_s,
+            settlement=settlement,
         ).run(stop)
     finally:
         if events is not None:
             await events.aclose()
+        if settlement is not None:
+            await settlement.ledger.close()
+
+
+def _settlement(settings: SchedulerSettings) -> SettlementService | None:
+    """The settlement jobs' service when GRIDCLEAR_SOLANA_RPC_URL is set (keys required)."""
+    from gridclear.cloud.ledger.client import LedgerClient
+    from gridclear.cloud.ledger.keys import load_key_file
+    from gridclear.cloud.settlement.engine import FaultPoint
+    from gridclear.cloud.settlement.metrics import SettlementMetrics
+    from gridclear.cloud.settlement.service import SettlementService
+
+    if settings.solana_rpc_url is None:
+        logging.getLogger(__name__).info("settlement off: %s is not set", env.SOLANA_RPC_URL)
+        return None
+    oracle_file, authority_file = settings.key_files()
+    return SettlementService(
+        ledger=LedgerClient(settings.solana_rpc_url, commitment=settings.solana_commitment),
+        oracle=load_key_file(oracle_file).keypair,
+        authority=load_key_file(authority_file).keypair,
+        fault=None if settings.settlement_fault is None else FaultPoint(settings.settlement_fault),
+        metrics=SettlementMetrics(),
+    )

@@ -11,7 +11,9 @@ A book::
      "orders": [{"id": "b1", "side": "buy", "quantity_wh": 1000, "price": 300,
                  "submitted_at": 1767225600000}, ...]}
 
-Ids are all integers or all strings. A result lists every order's fill in
+Ids are all integers or all strings. An order may also name its ``owner`` (an
+account: integer or string); then every order must, and an owner on both sides
+is refused (``self_trade``, see :mod:`.clearing` rule 8). A result lists every order's fill in
 priority order (bids, then offers) and the trades in the order they were paired.
 """
 
@@ -92,9 +94,10 @@ def _integer(value: object, where: str, reason: Reason) -> int:
 
 
 def _check_keys(index: int, order: dict[str, Any]) -> None:
-    if len(order) != len(_ORDER_FIELDS) or any(f not in order for f in _ORDER_FIELDS):
+    expected = len(_ORDER_FIELDS) + ("owner" in order)
+    if len(order) != expected or any(f not in order for f in _ORDER_FIELDS):
         missing = [f for f in _ORDER_FIELDS if f not in order]
-        extra = sorted(set(order) - set(_ORDER_FIELDS))
+        extra = sorted(set(order) - {*_ORDER_FIELDS, "owner"})
         problem = f"has no {missing[0]!r}" if missing else f"has an unknown key {extra[0]!r}"
         _malformed(f"order #{index} {problem} (expected {list(_ORDER_FIELDS)})")
 
@@ -143,10 +146,12 @@ def book_from_json(value: object) -> ParsedBook:
     is_buy: list[bool] = []
     columns: dict[str, list[int]] = {name: [] for name in _INTEGER_FIELDS}
     id_kind: type | None = None
+    owners: list[int | str] = []
     for index, order in enumerate(orders):
         if not isinstance(order, dict):
             _malformed(f"order #{index} must be a JSON object")
         _check_keys(index, order)
+        _check_owner(index, order, owners)
         order_id = order["id"]
         id_kind = _check_id(index, order_id, id_kind)
         where = f"order #{index} (id {order_id!r})"
@@ -172,33 +177,56 @@ def book_from_json(value: object) -> ParsedBook:
         quantity_wh=np.array(columns["quantity_wh"], dtype=np.int64),
         price=np.array(columns["price"], dtype=np.int64),
         submitted_at=np.array(columns["submitted_at"], dtype=np.int64),
+        owners=(
+            np.array(owners, dtype=np.str_ if isinstance(owners[0], str) else np.int64)
+            if owners
+            else None
+        ),
     )
     return ParsedBook(book=book, price_floor=price_floor, price_cap=price_cap)
 
 
+def _check_owner(index: int, order: dict[str, Any], owners: list[int | str]) -> None:
+    """Collect the order's owner: every order names one or none does, all of one kind."""
+    if index and ("owner" in order) != bool(owners):
+        _malformed(f"order #{index}: either every order names its owner or none does")
+    if "owner" not in order:
+        return
+    owner = order["owner"]
+    valid = (type(owner) is int and owner in _INT64) or (
+        isinstance(owner, str) and owner != "" and "\x00" not in owner
+    )
+    if not valid or (owners and type(owner) is not type(owners[0])):
+        _malformed(
+            f"order #{index}: owner must be a 64-bit integer or a non-empty string, "
+            "the same kind for every order"
+        )
+    owners.append(owner)
+
+
 def book_to_json(book: OrderBook, *, price_floor: int, price_cap: int) -> dict[str, Any]:
     """The documented JSON form of ``book`` (what :func:`book_from_json` reads back)."""
-    return {
-        "price_floor": price_floor,
-        "price_cap": price_cap,
-        "orders": [
-            {
-                "id": order_id,
-                "side": "buy" if buy else "sell",
-                "quantity_wh": quantity,
-                "price": price,
-                "submitted_at": submitted,
-            }
-            for order_id, buy, quantity, price, submitted in zip(
-                book.ids.tolist(),
-                book.is_buy.tolist(),
-                book.quantity_wh.tolist(),
-                book.price.tolist(),
-                book.submitted_at.tolist(),
-                strict=True,
-            )
-        ],
-    }
+    orders: list[dict[str, Any]] = [
+        {
+            "id": order_id,
+            "side": "buy" if buy else "sell",
+            "quantity_wh": quantity,
+            "price": price,
+            "submitted_at": submitted,
+        }
+        for order_id, buy, quantity, price, submitted in zip(
+            book.ids.tolist(),
+            book.is_buy.tolist(),
+            book.quantity_wh.tolist(),
+            book.price.tolist(),
+            book.submitted_at.tolist(),
+            strict=True,
+        )
+    ]
+    if book.owners is not None:
+        for order, owner in zip(orders, book.owners.tolist(), strict=True):
+            order["owner"] = owner
+    return {"price_floor": price_floor, "price_cap": price_cap, "orders": orders}
 
 
 def result_to_json(

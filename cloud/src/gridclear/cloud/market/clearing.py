@@ -74,6 +74,13 @@ bid) or at the price floor (an offer).
    of its trades' amounts; it can be below ``floor(filled_wh * price / 1000)`` by
    less than one base unit per trade, the fractions nobody is charged or paid.
 
+8. **No self-trade.** When the book says who placed each order (``owners``), an
+   owner with orders on both sides is refused (``self_trade``, naming its first
+   order) and nothing is cleared: with a uniform price, such an owner's bid and
+   offer could both fill and be paired with each other. The service never builds
+   such a book (the API refuses the second side, docs/MARKET.md); the engine's
+   refusal makes the rule hold for any book given to it, ``market clear`` included.
+
 Bounds, and why int64 is enough
 ===============================
 
@@ -158,6 +165,8 @@ class Reason(StrEnum):
     """The price floor and cap are not integers with ``0 <= floor <= cap <= MAX_PRICE``."""
     TOO_MANY_ORDERS = "too_many_orders"
     """The book has more than ``MAX_ORDERS`` orders."""
+    SELF_TRADE = "self_trade"
+    """One owner has orders on both sides: it could trade with itself (docs/MARKET.md)."""
 
 
 class BookError(GridclearCloudError, ValueError):
@@ -194,6 +203,8 @@ class Order:
     """Limit price, base units of the payment token per kWh."""
     submitted_at: int
     """Submission time, UTC milliseconds since the epoch."""
+    owner: int | str | None = None
+    """Who placed it (an account id), when known: one owner on both sides is refused."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -210,6 +221,8 @@ class OrderBook:
     quantity_wh: Int64Array
     price: Int64Array
     submitted_at: Int64Array
+    owners: NDArray[Any] | None = None
+    """Who placed each order (int64 or strings), or None when the book does not say."""
 
     @classmethod
     def from_arrays(
@@ -220,8 +233,13 @@ class OrderBook:
         quantity_wh: ArrayLike,
         price: ArrayLike,
         submitted_at: ArrayLike,
+        owners: ArrayLike | None = None,
     ) -> OrderBook:
-        """A book from equal-length 1-D arrays (or sequences); raises :class:`BookError`."""
+        """A book from equal-length 1-D arrays (or sequences); raises :class:`BookError`.
+
+        ``owners``, when given, names who placed each order (integers or strings):
+        :func:`clear` then refuses a book in which one owner is on both sides.
+        """
         id_array = np.asarray(ids)
         if id_array.dtype.kind in "iu":
             if id_array.size and (int(id_array.min()) < -(2**63) or int(id_array.max()) >= 2**63):
@@ -249,6 +267,12 @@ class OrderBook:
             raise BookError(Reason.BAD_SIDE, "is_buy must be booleans")
         buy = buy.astype(np.bool_)
         arrays = [id_array, buy, *ints.values()]
+        owner_array = None
+        if owners is not None:
+            owner_array = np.asarray(owners)
+            if owner_array.size and owner_array.dtype.kind not in "iuU":
+                raise BookError(Reason.MALFORMED, "owners must all be integers or all be strings")
+            arrays.append(owner_array)
         if any(a.ndim != 1 for a in arrays) or len({a.size for a in arrays}) != 1:
             raise BookError(Reason.MALFORMED, "a book's arrays must be 1-D and of one length")
         return cls(
@@ -257,6 +281,7 @@ class OrderBook:
             quantity_wh=ints["quantity_wh"],
             price=ints["price"],
             submitted_at=ints["submitted_at"],
+            owners=owner_array,
         )
 
     @classmethod
@@ -302,12 +327,23 @@ class OrderBook:
                     index=index,
                     order_id=order_id,
                 )
+        owned = [o.owner for o in listed]
+        owners = None
+        if any(owner is not None for owner in owned):
+            owner_kinds = {type(owner) for owner in owned}
+            if owner_kinds not in ({int}, {str}):
+                raise BookError(
+                    Reason.MALFORMED,
+                    "owners must be given for every order or none, all integers or all strings",
+                )
+            owners = np.array(owned, dtype=np.int64 if owner_kinds == {int} else None)
         return cls.from_arrays(
             ids=np.array(ids, dtype=np.int64 if kinds != {str} else None),
             is_buy=np.array([o.side == Side.BUY for o in listed], dtype=np.bool_),
             quantity_wh=np.array([o.quantity_wh for o in listed], dtype=np.int64),
             price=np.array([o.price for o in listed], dtype=np.int64),
             submitted_at=np.array([o.submitted_at for o in listed], dtype=np.int64),
+            owners=owners,
         )
 
     def __len__(self) -> int:
@@ -415,6 +451,14 @@ def _validate(book: OrderBook, price_floor: int, price_cap: int) -> None:
         Reason.BAD_SUBMITTED_AT,
         "submitted_at must be a non-negative number of milliseconds",
     )
+    if book.owners is not None and book.owners.size:
+        both = np.intersect1d(book.owners[book.is_buy], book.owners[~book.is_buy])
+        _refuse_first(
+            book,
+            np.isin(book.owners, both),
+            Reason.SELF_TRADE,
+            "its owner has orders on both sides of the book, and could trade with itself",
+        )
 
 
 def _pro_rata(quantity: Int64Array, share: int, total: int) -> Int64Array:

@@ -6,7 +6,10 @@ the simulated time at start and ``speed`` the acceleration,
 
     simulated now = epoch0 + (wall now - wall0) * speed
 
-so at ``speed=60`` a 15-minute slot goes by in 15 seconds. The scheduler reads
+so at ``speed=60`` a 15-minute slot goes by in 15 seconds. A demo runs the meter
+simulator, the edge agents and the scheduler on one simulated time: each is given
+the same speed, epoch and the wall-clock instant at which it was the epoch
+(:meth:`MarketClock.anchored`), so they agree whenever each started. The scheduler reads
 this clock and records it in the database on every tick
 (:func:`~gridclear.cloud.market.store.record_clock`); the order API judges gate
 closure by that record (``market_now()`` in SQL), so API and scheduler never
@@ -35,6 +38,19 @@ class MarketClock:
             raise ValueError("speed must be above 0 and at most 100000")
         if self.epoch0.tzinfo is None:
             raise ValueError("epoch0 must be timezone-aware")
+
+    @classmethod
+    def anchored(
+        cls, *, speed: float, epoch: datetime, epoch_at: datetime, wall: datetime | None = None
+    ) -> MarketClock:
+        """The clock that read ``epoch`` at the wall-clock instant ``epoch_at``.
+
+        ``wall`` is the wall-clock time now (default: the system's), read once here.
+        """
+        if epoch_at.tzinfo is None:
+            raise ValueError("epoch_at must be timezone-aware")
+        now = wall if wall is not None else datetime.now(UTC)
+        return cls(speed=speed, epoch0=epoch + (now - epoch_at) * speed)
 
     def now(self) -> datetime:
         elapsed = time.monotonic() - self.wall0

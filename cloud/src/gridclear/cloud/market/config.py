@@ -16,9 +16,13 @@ from psycopg.rows import DictRow
 from gridclear.cloud.errors import GridclearCloudError
 from gridclear.cloud.market.clearing import MAX_PRICE, MAX_QUANTITY_WH
 
-__all__ = ["ConfigError", "MarketConfig", "load_config", "save_config"]
+__all__ = ["MAX_PAYMENT_DECIMALS", "ConfigError", "MarketConfig", "load_config", "save_config"]
 
 Conn = AsyncConnection[DictRow]
+
+MAX_PAYMENT_DECIMALS = 12
+"""Most decimals a payment token may have here (a price cap of 10**12 base units is
+then one token per kWh; every price still has at most 13 significant digits)."""
 
 
 class ConfigError(GridclearCloudError, ValueError):
@@ -52,6 +56,13 @@ class MarketConfig:
     max_quantity_wh: int = 1_000_000
     quantity_step_wh: int = 1
     """Quantities must be multiples of this."""
+    payment_decimals: int = 6
+    """Decimals of the payment token: one token is ``10**payment_decimals`` base units.
+
+    Prices stay integers in base units; this only converts the decimal prices of
+    apps written for the Express predecessor (docs/MIGRATING.md). Settlement keeps
+    it equal to the payment mint's decimals.
+    """
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -76,6 +87,8 @@ class MarketConfig:
             )
         if not 1 <= self.quantity_step_wh <= self.max_quantity_wh:
             raise ConfigError("quantity_step_wh", "must be 1 to max_quantity_wh")
+        if not 0 <= self.payment_decimals <= MAX_PAYMENT_DECIMALS:
+            raise ConfigError("payment_decimals", f"must be 0 to {MAX_PAYMENT_DECIMALS}")
 
     def updated(self, **changes: Any) -> MarketConfig:
         """A copy with ``changes`` applied and validated (raises :class:`ConfigError`)."""

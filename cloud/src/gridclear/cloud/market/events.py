@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from gridclear.cloud.market.clearing import Side
+from gridclear.cloud.market.decimals import base_units_to_tokens, wh_to_kwh
 from gridclear.cloud.market.store import OrderRecord, Timeslot
 
 __all__ = [
@@ -87,9 +88,16 @@ def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def order_json(order: OrderRecord) -> dict[str, Any]:
-    """An order as the API answers it."""
-    return {
+def order_json(order: OrderRecord, *, payment_decimals: int | None = None) -> dict[str, Any]:
+    """An order as the API answers it.
+
+    With ``payment_decimals`` (the market's), also the Express predecessor's
+    decimals as JSON numbers: ``quantity`` (kWh), ``priceTokens`` (tokens per kWh)
+    and, for a supply, ``reservePrice`` (the same; null for a bid). They are exact
+    as floats: every amount here has at most 13 significant digits, and a
+    double's shortest repr gives back any decimal of 15 or fewer.
+    """
+    data: dict[str, Any] = {
         "id": order.id,
         "timeslotId": order.timeslot_id,
         "userId": order.user_id,
@@ -105,15 +113,25 @@ def order_json(order: OrderRecord) -> dict[str, Any]:
         "submittedAt": _iso(order.submitted_at),
         "updatedAt": _iso(order.updated_at),
     }
+    if payment_decimals is not None:
+        tokens = float(base_units_to_tokens(order.price, decimals=payment_decimals))
+        data["quantity"] = float(wh_to_kwh(order.quantity_wh))
+        data["priceTokens"] = tokens
+        data["reservePrice"] = tokens if order.side is Side.SELL else None
+    return data
 
 
-def public_order_json(order: OrderRecord) -> dict[str, Any]:
+def public_order_json(order: OrderRecord, *, payment_decimals: int | None = None) -> dict[str, Any]:
     """An order as anyone may see it: in a slot's listing and in the slot's room.
 
     The same fields as :func:`order_json`, with the owner (``userId``) and the
     meter (``meterId``) null: who trades is not public, what is traded is.
     """
-    return {**order_json(order), "userId": None, "meterId": None}
+    return {
+        **order_json(order, payment_decimals=payment_decimals),
+        "userId": None,
+        "meterId": None,
+    }
 
 
 def order_event(order: OrderRecord) -> str:
@@ -126,11 +144,13 @@ async def publish_order(
     action: str,
     *,
     data: Mapping[str, Any] | None = None,
+    payment_decimals: int | None = None,
 ) -> None:
     """Announce a placed, amended or cancelled order (``action``); never raises.
 
     The slot's room gets :func:`public_order_json`, then the owner's private room
-    gets the whole order (``data`` when given, else :func:`order_json`), both as
+    gets the whole order (``data`` when given, else :func:`order_json`), each with
+    ``payment_decimals`` as those functions take it, both as
     ``bid_update``/``supply_update`` with ``action``. An owner who follows the slot
     receives the public copy first and their own last, so an app that keeps the
     latest copy of each order by id keeps the whole one.
@@ -139,10 +159,10 @@ async def publish_order(
     await safe_emit(
         sink,
         event,
-        {**public_order_json(order), "action": action},
+        {**public_order_json(order, payment_decimals=payment_decimals), "action": action},
         room=slot_room(order.timeslot_id),
     )
-    whole = dict(data) if data is not None else order_json(order)
+    whole = dict(data) if data is not None else order_json(order, payment_decimals=payment_decimals)
     await safe_emit(sink, event, {**whole, "action": action}, user_id=order.user_id)
 
 

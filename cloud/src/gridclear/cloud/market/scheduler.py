@@ -33,12 +33,21 @@ from apscheduler.triggers.interval import IntervalTrigger
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 
+from gridclear.cloud.ledger.client import LedgerUnavailableError
 from gridclear.cloud.market.clock import MarketClock
-from gridclear.cloud.market.events import EventSink
+from gridclear.cloud.market.events import EventSink, safe_emit, slot_json
 from gridclear.cloud.market.service import TickReport, tick
-from gridclear.cloud.market.store import record_clock
+from gridclear.cloud.market.store import get_slot, record_clock
+from gridclear.cloud.settlement.service import SettlementService
 
-__all__ = ["MARKET_TICK_JOB", "SCHEDULER_LOCK_KEY", "PeriodicJob", "Scheduler"]
+__all__ = [
+    "MARKET_TICK_JOB",
+    "RECONCILIATION_JOB",
+    "SCHEDULER_LOCK_KEY",
+    "SETTLEMENT_JOB",
+    "PeriodicJob",
+    "Scheduler",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,10 @@ SCHEDULER_LOCK_KEY = 0x67726964_7363_6864  # "gridschd": no other gridclear lock
 
 MARKET_TICK_JOB = "market_tick"
 """The APScheduler job id of the market tick."""
+SETTLEMENT_JOB = "settlement"
+"""The APScheduler job id of a settlement pass (when settlement is configured)."""
+RECONCILIATION_JOB = "reconciliation"
+"""The APScheduler job id of a reconciliation (when settlement is configured)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,9 @@ class Scheduler:
     clock: MarketClock
     events: EventSink | None = None
     interval_s: float = 1.0
+    settlement: SettlementService | None = None
+    """Settles and reconciles when given (GRIDCLEAR_SOLANA_RPC_URL and the key files set)."""
+    reconcile_every_s: float = 60.0
     ticks: int = 0
     leader: bool = False
     _conn: AsyncConnection[DictRow] | None = field(default=None, init=False, repr=False)
@@ -83,7 +99,15 @@ class Scheduler:
 
     def jobs(self) -> list[PeriodicJob]:
         """The periodic jobs, each an APScheduler interval job of the same id."""
-        return [PeriodicJob(id=MARKET_TICK_JOB, every_s=self.interval_s, run=self._market_tick)]
+        jobs = [PeriodicJob(id=MARKET_TICK_JOB, every_s=self.interval_s, run=self._market_tick)]
+        if self.settlement is not None:
+            jobs.append(PeriodicJob(id=SETTLEMENT_JOB, every_s=self.interval_s, run=self._settle))
+            jobs.append(
+                PeriodicJob(
+                    id=RECONCILIATION_JOB, every_s=self.reconcile_every_s, run=self._reconcile
+                )
+            )
+        return jobs
 
     @property
     def apscheduler(self) -> AsyncIOScheduler | None:
@@ -139,6 +163,34 @@ class Scheduler:
                 report.created,
                 ", ".join(f"slot {i} {s.value}" for i, s in report.moves) or "no moves",
             )
+
+    async def _settle(self, conn: AsyncConnection[DictRow]) -> None:
+        assert self.settlement is not None
+        try:
+            report = await self.settlement.settle(conn)
+        except LedgerUnavailableError as exc:
+            # Nothing is decided on a failed call: the next pass resumes where this stopped.
+            log.warning("settlement waits for the ledger: %s", exc)
+            return
+        if report is None:
+            return
+        for slot_id in report.settled_slots:
+            slot = await get_slot(conn, slot_id)
+            await safe_emit(self.events, "timeslot_update", slot_json(slot))
+            for user_id in sorted(report.notified_users.get(slot_id, ())):
+                await safe_emit(
+                    self.events,
+                    "user_notification",
+                    {"type": "settled", "timeslotId": slot_id},
+                    user_id=user_id,
+                )
+
+    async def _reconcile(self, conn: AsyncConnection[DictRow]) -> None:
+        assert self.settlement is not None
+        try:
+            await self.settlement.reconcile(conn)
+        except LedgerUnavailableError as exc:
+            log.warning("reconciliation waits for the ledger: %s", exc)
 
     async def _as_leader(self, job: PeriodicJob) -> None:
         """APScheduler's entry point: ``job`` runs if this scheduler holds the lock."""

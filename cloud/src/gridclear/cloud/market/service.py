@@ -108,6 +108,9 @@ async def clear_slot(conn: Conn, slot_id: int) -> tuple[Timeslot, list[Fill]] | 
         ids = np.fromiter((r["id"] for r in rows), dtype=np.int64, count=len(rows))
         is_buy = np.fromiter((r["side"] == "buy" for r in rows), dtype=np.bool_, count=len(rows))
         quantity = np.fromiter((r["quantity_wh"] for r in rows), dtype=np.int64, count=len(rows))
+        # Owners go in so that the engine enforces the one-side rule itself (a
+        # book the API could not have built, written behind its back, is refused
+        # and the slot stays closed, logged, rather than clearing a self-trade).
         book = OrderBook.from_arrays(
             ids=ids,
             is_buy=is_buy,
@@ -116,6 +119,7 @@ async def clear_slot(conn: Conn, slot_id: int) -> tuple[Timeslot, list[Fill]] | 
             submitted_at=np.fromiter(
                 (r["submitted_ms"] for r in rows), dtype=np.int64, count=len(rows)
             ),
+            owners=np.fromiter((r["user_id"] for r in rows), dtype=np.int64, count=len(rows)),
         )
         result = clear(book, price_floor=bounds["price_floor"], price_cap=bounds["price_cap"])
         filled = result.filled_wh

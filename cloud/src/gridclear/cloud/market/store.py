@@ -39,7 +39,12 @@ judged, each with its refusal:
    amendments and cancellations): :class:`SlotNotOpenError`;
 6. the price is within the slot's floor and cap: :class:`TermsOutOfBoundsError`;
 7. the meter is the caller's and can import (a bid) or export (a supply):
-   :class:`MeterNotAllowedError`.
+   :class:`MeterNotAllowedError`;
+8. the account has no active order on the other side of the slot (self-trade
+   prevention, docs/MARKET.md): :class:`SelfTradeError`. Two orders of one
+   batch breaking it refuse the later; two concurrent transactions are kept
+   apart by the exclusion constraint of migration 0051 (the batch that loses is
+   placed again, and then sees the winner).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
@@ -63,10 +69,12 @@ __all__ = [
     "IdempotencyMismatchError",
     "MarketError",
     "MeterNotAllowedError",
+    "MeterRequiredError",
     "OrderNotFoundError",
     "OrderRecord",
     "OrderRequest",
     "OrderStateError",
+    "SelfTradeError",
     "SlotNotFoundError",
     "SlotNotOpenError",
     "StaleVersionError",
@@ -86,6 +94,7 @@ __all__ = [
     "record_clock",
     "slot_from_row",
     "slots_needing_action",
+    "sole_meter",
 ]
 
 Conn = AsyncConnection[DictRow]
@@ -143,6 +152,22 @@ class MeterNotAllowedError(MarketError):
 
 class IdempotencyMismatchError(MarketError):
     code = "idempotency_key_reused"
+
+
+class SelfTradeError(MarketError):
+    """The account has an active order on the other side of the slot."""
+
+    code = "self_trade"
+
+
+class MeterRequiredError(MarketError):
+    """No meter was named and the account has no single meter that fits the side."""
+
+    code = "meter_required"
+
+    def __init__(self, message: str, *, candidates: int) -> None:
+        super().__init__(message)
+        self.candidates = candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,7 +479,9 @@ _PLACEMENT = (
     " CASE WHEN i.price NOT BETWEEN s.price_floor AND s.price_cap THEN 'out_of_bounds'"
     " WHEN NOT EXISTS (SELECT 1 FROM meters m WHERE m.id = i.meter AND m.owner_id = i.usr"
     " AND m.role = ANY(CASE WHEN i.side = 'buy' THEN ARRAY['import', 'both']"
-    " ELSE ARRAY['export', 'both'] END)) THEN 'meter_not_allowed' END) AS refusal"
+    " ELSE ARRAY['export', 'both'] END)) THEN 'meter_not_allowed'"
+    " WHEN EXISTS (SELECT 1 FROM orders o WHERE o.timeslot_id = i.slot AND o.user_id = i.usr"
+    " AND o.side <> i.side AND o.status = 'active') THEN 'self_trade' END) AS refusal"
     " FROM i LEFT JOIN users u ON u.id = i.usr LEFT JOIN s ON s.id = i.slot"
     # LIMIT 1 keeps this a probe of the key's unique index per order, never a scan.
     " LEFT JOIN LATERAL (SELECT true AS used FROM orders o"
@@ -492,6 +519,8 @@ def _refusal(row: dict[str, Any], request: OrderRequest) -> MarketError | None:
     if refusal == "out_of_bounds":
         problem = _slot_price_problem(request.price, row["slot_floor"], row["slot_cap"])
         return TermsOutOfBoundsError(problem or "price outside the timeslot's bounds")
+    if refusal == "self_trade":
+        return _self_trade(request)
     if refusal == "meter_not_allowed":
         wanted = "import or both" if request.side is Side.BUY else "export or both"
         what = "import" if request.side is Side.BUY else "export"
@@ -501,6 +530,18 @@ def _refusal(row: dict[str, Any], request: OrderRequest) -> MarketError | None:
             f"{wanted}"
         )
     return _slot_refused(request.timeslot_id, refusal, row["slot_state"])
+
+
+def _self_trade(request: OrderRequest) -> SelfTradeError:
+    other = "supply" if request.side is Side.BUY else "bid"
+    return SelfTradeError(
+        f"you have an active {other} in timeslot {request.timeslot_id}: an account's orders in"
+        " one timeslot are all on one side (cancel it first)"
+    )
+
+
+_PLACE_ATTEMPTS = 5
+"""Placements of one batch when concurrent ones keep breaking the one-side rule."""
 
 
 async def _place(
@@ -554,6 +595,25 @@ async def _place(
     return replays + waiting
 
 
+def _one_side_per_batch(
+    requests: list[OrderRequest],
+    candidates: list[int],
+    outcomes: list[tuple[OrderRecord, bool] | Exception | None],
+) -> list[int]:
+    """Rule 8 within one batch: an order facing an earlier one of the same account
+    and slot on the other side is refused (the statement cannot see its own rows)."""
+    first_side: dict[tuple[int, int], Side] = {}
+    kept = []
+    for index in candidates:
+        request = requests[index]
+        side = first_side.setdefault((request.user_id, request.timeslot_id), request.side)
+        if side is request.side:
+            kept.append(index)
+        else:
+            outcomes[index] = _self_trade(request)
+    return kept
+
+
 async def place_orders(
     conn: Conn, requests: list[OrderRequest]
 ) -> list[tuple[OrderRecord, bool] | Exception]:
@@ -574,9 +634,20 @@ async def place_orders(
             outcomes[index] = TermsOutOfBoundsError(problem)
         else:
             candidates.append(index)
+    candidates = _one_side_per_batch(requests, candidates, outcomes)
     replays: list[int] = []
-    if candidates:
-        replays = await _place(conn, requests, candidates, outcomes)
+    for attempt in range(_PLACE_ATTEMPTS):
+        if not candidates:
+            break
+        try:
+            replays = await _place(conn, requests, candidates, outcomes)
+            break
+        except psycopg.errors.ExclusionViolation:
+            # A concurrent transaction placed the other side for one of these
+            # accounts and committed while this statement waited: nothing of the
+            # statement was stored; placed again, it sees that order.
+            if attempt == _PLACE_ATTEMPTS - 1:
+                raise
     for index in replays:
         request = requests[index]
         assert request.idempotency_key is not None
@@ -668,11 +739,11 @@ async def amend_order(
     order_id: int,
     user_id: int,
     side: Side,
-    version: int,
+    version: int | None,
     quantity_wh: int | None,
     price: int | None,
 ) -> OrderRecord:
-    """Amend an open order seen at ``version``; it loses its time priority.
+    """Amend an open order (seen at ``version``, when given); it loses its time priority.
 
     Raises :class:`OrderNotFoundError` (also for another user's order),
     :class:`SlotNotOpenError`, :class:`OrderStateError`, :class:`StaleVersionError`,
@@ -709,6 +780,31 @@ async def cancel_order(
         row = await cur.fetchone()
     assert row is not None
     return _order(row)
+
+
+async def sole_meter(conn: Conn, *, user_id: int, side: Side) -> int:
+    """The one meter of ``user_id`` that fits ``side`` (import for a bid, export for a
+    supply: rule 7), for an order that names none; :class:`MeterRequiredError` when
+    the account has none or several."""
+    roles = ["import", "both"] if side is Side.BUY else ["export", "both"]
+    cur = await conn.execute(
+        "SELECT id FROM meters WHERE owner_id = %s AND role = ANY(%s) ORDER BY id LIMIT 2",
+        (user_id, roles),
+    )
+    rows = await cur.fetchall()
+    if len(rows) == 1:
+        meter_id: int = rows[0]["id"]
+        return meter_id
+    what = "import" if side is Side.BUY else "export"
+    if not rows:
+        raise MeterRequiredError(
+            f"you own no meter that can {what}: a {'bid' if side is Side.BUY else 'supply'}"
+            " needs one (an operator binds meters to accounts)",
+            candidates=0,
+        )
+    raise MeterRequiredError(
+        f"you own several meters that can {what}: name one with meterId", candidates=len(rows)
+    )
 
 
 async def list_orders(

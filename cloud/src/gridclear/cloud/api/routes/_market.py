@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
 
 from fastapi import Request
+from pydantic import PlainSerializer
 
 from gridclear.cloud.api.deps import Principal, services_of
 from gridclear.cloud.api.envelope import ApiModel
@@ -12,7 +15,9 @@ from gridclear.cloud.api.errors import ApiError, ErrorCode, refusal
 from gridclear.cloud.api.services import Services
 from gridclear.cloud.identity.roles import Role
 from gridclear.cloud.market import store
+from gridclear.cloud.market.clearing import Side
 from gridclear.cloud.market.config import MarketConfig
+from gridclear.cloud.market.decimals import base_units_to_tokens, wh_to_kwh
 from gridclear.cloud.market.events import EventSink
 from gridclear.cloud.market.metrics import MarketMetrics
 from gridclear.cloud.market.placement import OrderPlacer
@@ -20,6 +25,8 @@ from gridclear.cloud.market.placement import OrderPlacer
 __all__ = [
     "AUTH_ERRORS",
     "MAX_ID",
+    "PUBLIC_ERRORS",
+    "JsonDecimal",
     "OrderOut",
     "SlotResultOut",
     "TimeslotOut",
@@ -28,6 +35,7 @@ __all__ = [
     "market_config",
     "market_error",
     "market_metrics",
+    "order_out",
 ]
 
 MAX_ID = 2**63 - 1
@@ -39,6 +47,26 @@ AUTH_ERRORS = (
     ErrorCode.RATE_LIMIT_EXCEEDED,
     ErrorCode.VALIDATION_ERROR,
 )
+PUBLIC_ERRORS = (
+    ErrorCode.INVALID_TOKEN,
+    ErrorCode.TOKEN_EXPIRED,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.RATE_LIMIT_EXCEEDED,
+    ErrorCode.VALIDATION_ERROR,
+)
+"""Public market data: no credentials needed, but credentials sent are checked."""
+
+
+def _json_number(value: Decimal) -> float:
+    # Exact: every amount here has at most 13 significant digits (prices up to
+    # 10**12 base units, quantities up to 10**9 Wh), and a double's shortest
+    # repr gives back any decimal of 15 or fewer, so the JSON text is the
+    # decimal's own digits.
+    return float(value)
+
+
+JsonDecimal = Annotated[Decimal, PlainSerializer(_json_number, return_type=float, when_used="json")]
+"""An exact decimal written as a JSON number, as the Express predecessor's app reads it."""
 
 
 class OrderOut(ApiModel):
@@ -63,6 +91,12 @@ class OrderOut(ApiModel):
     submitted_at: datetime
     """Time priority: the last placement or amendment."""
     updated_at: datetime
+    quantity: JsonDecimal
+    """``quantityWh`` in kWh (the Express predecessor's unit), exact."""
+    price_tokens: JsonDecimal
+    """``price`` in tokens of the payment token per kWh (the market's ``paymentDecimals``)."""
+    reserve_price: JsonDecimal | None
+    """Supplies: ``priceTokens`` under the predecessor's name; null for bids."""
 
 
 class SlotResultOut(ApiModel):
@@ -89,7 +123,23 @@ class TimeslotOut(ApiModel):
     """Set once the slot is cleared."""
 
 
-def is_operator(principal: Principal) -> bool:
+def order_out(data: dict[str, Any], *, payment_decimals: int) -> OrderOut:
+    """The API's order from :func:`~gridclear.cloud.market.events.order_json` (or its
+    public projection), with the predecessor's decimal fields added."""
+    tokens = base_units_to_tokens(data["price"], decimals=payment_decimals)
+    return OrderOut.model_validate(
+        {
+            **data,
+            "quantity": wh_to_kwh(data["quantityWh"]),
+            "priceTokens": tokens,
+            "reservePrice": tokens if data["side"] == Side.SELL.value else None,
+        }
+    )
+
+
+def is_operator(principal: Principal | None) -> bool:
+    if principal is None:
+        return False
     return principal.user.role in (Role.OPERATOR, Role.ADMIN)
 
 

@@ -40,6 +40,8 @@ class MarketConfigOut(ApiModel):
     min_quantity_wh: int
     max_quantity_wh: int
     quantity_step_wh: int
+    payment_decimals: int
+    """Decimals of the payment token (USDC: 6); converts decimal token prices."""
     updated_at: datetime
 
 
@@ -55,6 +57,7 @@ class MarketConfigIn(ApiModel):
     min_quantity_wh: Whole | None = None
     max_quantity_wh: Whole | None = None
     quantity_step_wh: Whole | None = None
+    payment_decimals: Whole | None = None
 
 
 def _out(config: MarketConfig, updated_at: datetime) -> MarketConfigOut:

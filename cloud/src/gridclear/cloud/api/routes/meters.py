@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
 from pydantic import Field
 
 from gridclear.cloud import devices
@@ -50,6 +52,9 @@ _AUTH = (
 )
 MAX_RAW_POINTS = 10_000
 MAX_SPAN = timedelta(days=366)
+
+_Conn = AsyncConnection[DictRow]
+
 _BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400}
 
 
@@ -119,11 +124,19 @@ def _is_operator(principal: Principal) -> bool:
     return principal.user.role in (Role.OPERATOR, Role.ADMIN)
 
 
-def _span(
-    start: datetime | None, end: datetime | None, default: timedelta
+async def _span(
+    conn: _Conn, start: datetime | None, end: datetime | None, default: timedelta
 ) -> tuple[datetime, datetime]:
-    """The asked span; both ends are UTC and within the calendar (:data:`UtcDatetime`)."""
-    end = end if end is not None else datetime.now(UTC)
+    """The asked span; both ends are UTC and within the calendar (:data:`UtcDatetime`).
+
+    Without ``to`` it ends at the market's time (``market_now()``): the wall clock in
+    production, and in an accelerated demo the simulated time that readings and slots
+    carry, so the default window shows what is being measured and traded now.
+    """
+    if end is None:
+        cur = await conn.execute("SELECT market_now() AS now")
+        row = await cur.fetchone()
+        end = row["now"] if row is not None else datetime.now(UTC)
     start = start if start is not None else end - default
     if start >= end:
         raise ApiError(ErrorCode.VALIDATION_ERROR, "'from' must be before 'to'")
@@ -203,10 +216,10 @@ async def readings(  # noqa: PLR0917 -- FastAPI passes path, query and dependenc
     bucket: Annotated[str | None, Query(description="1m, 5m, 15m, 1h or 1d")] = None,
 ) -> Ok[list[ReadingOut]]:
     meter = await _visible_meter(services, principal, meter_id)
-    start, end = _span(start, end, timedelta(hours=1))
     if bucket is not None and bucket not in _BUCKETS:
         raise ApiError(ErrorCode.VALIDATION_ERROR, f"bucket must be one of {', '.join(_BUCKETS)}")
     async with services.pool.connection() as conn:
+        start, end = await _span(conn, start, end, timedelta(hours=1))
         if bucket is None:
             cur = await conn.execute(
                 "SELECT ts, import_wh, export_wh, power_w, quality FROM readings"
@@ -235,7 +248,7 @@ async def readings(  # noqa: PLR0917 -- FastAPI passes path, query and dependenc
 
 @router.get(
     "/api/meters/{meter_id}/intervals",
-    summary="Energy per delivery slot, with completeness (default: the last 24 hours)",
+    summary="Energy per delivery slot, with completeness (default: the market's last 24 hours)",
     responses=error_responses(*_AUTH, ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_ERROR),
 )
 async def intervals(
@@ -246,8 +259,8 @@ async def intervals(
     end: Annotated[UtcDatetime | None, Query(alias="to")] = None,
 ) -> Ok[list[IntervalOut]]:
     meter = await _visible_meter(services, principal, meter_id)
-    start, end = _span(start, end, timedelta(days=1))
     async with services.pool.connection() as conn:
+        start, end = await _span(conn, start, end, timedelta(days=1))
         cur = await conn.execute(
             "SELECT slot_start, slot_end, import_wh, export_wh, complete, interpolated,"
             " counter_reset FROM interval_energy"

@@ -1,11 +1,16 @@
-"""``/api/timeslots``: delivery slots, their orders, their book and their result,
-and ``/api/my/trades``.
+"""``/api/timeslots``: delivery slots, their orders, their book and their result;
+``/api/market/prices`` (price history); and ``/api/my/trades``.
 
-A slot's orders are public in aggregate (the book) and per order without their
-owner: ``userId`` and ``meterId`` are shown only on the caller's own orders (and
-to operators); the slot's real-time room shows the same public projection
-(:func:`~gridclear.cloud.market.events.public_order_json`). Results list every
-order's fill and the trades by order id.
+Market data a public market publishes is public (DESIGN §12): every route here
+but ``/api/my/trades`` answers without credentials, counted per client address
+in the ``public`` rate-limit group (:func:`~gridclear.cloud.api.deps.public_reader`);
+credentials that are sent are still checked. A slot's orders are shown to
+everyone, signed in or not, operators included, in one public projection
+(:func:`~gridclear.cloud.market.events.public_order_json`, what the slot's
+real-time room shows): price, quantity, status and times, with no owner and no
+meter (``userId`` and ``meterId`` null). A caller's own orders, with everything,
+are at ``/api/my/bids`` and ``/api/my/supplies``. Results list every order's fill
+and the trades by order id, never by account.
 """
 
 from __future__ import annotations
@@ -13,23 +18,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
-from gridclear.cloud.api.deps import Principal, ServicesDep, require_scope
+from gridclear.cloud.api.deps import Principal, ServicesDep, public_reader, require_scope
 from gridclear.cloud.api.envelope import ApiModel, Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.api.routes._market import (
     AUTH_ERRORS,
     MAX_ID,
+    PUBLIC_ERRORS,
+    JsonDecimal,
     OrderOut,
     TimeslotOut,
-    is_operator,
+    market_config,
+    order_out,
 )
 from gridclear.cloud.api.schemas import IsoDatetime
 from gridclear.cloud.identity.roles import Scope
 from gridclear.cloud.market import store
 from gridclear.cloud.market.clearing import Side
-from gridclear.cloud.market.events import order_json, public_order_json, slot_json
+from gridclear.cloud.market.decimals import base_units_to_tokens
+from gridclear.cloud.market.events import public_order_json, slot_json
 from gridclear.cloud.market.timeslots import SlotState
 
 __all__ = [
@@ -37,12 +46,14 @@ __all__ = [
     "BookOut",
     "FillOut",
     "MyTradeOut",
+    "PricePointOut",
     "ResultOut",
     "TradeOut",
     "active_timeslots",
     "get_timeslot",
     "list_timeslots",
     "my_trades",
+    "price_history",
     "router",
     "timeslot_bids",
     "timeslot_book",
@@ -53,6 +64,7 @@ __all__ = [
 router = APIRouter(tags=["timeslots"])
 
 Reader = Annotated[Principal, Depends(require_scope(Scope.READ, Scope.TRADING))]
+Public = Annotated[Principal | None, Depends(public_reader)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 _CLEARED = (SlotState.CLEARED, SlotState.SETTLING, SlotState.SETTLED)
@@ -108,6 +120,19 @@ class ResultOut(ApiModel):
     trades: list[TradeOut]
 
 
+class PricePointOut(ApiModel):
+    timeslot_id: int
+    start_time: datetime
+    end_time: datetime
+    state: str
+    price: int | None
+    """Clearing price, base units per kWh; null when nothing traded."""
+    price_tokens: JsonDecimal | None
+    """The same in tokens per kWh."""
+    volume_wh: int
+    cleared_at: datetime | None
+
+
 class MyTradeOut(TradeOut):
     role: str
     """``buyer`` or ``seller``: the caller's side of the trade."""
@@ -130,10 +155,10 @@ async def _slot(services: ServicesDep, slot_id: int) -> store.Timeslot:
 @router.get(
     "/api/timeslots",
     summary="Timeslots by start time (filter by state and start range)",
-    responses=error_responses(*AUTH_ERRORS),
+    responses=error_responses(*PUBLIC_ERRORS),
 )
 async def list_timeslots(  # noqa: PLR0917 -- FastAPI passes queries by name
-    principal: Reader,
+    principal: Public,
     services: ServicesDep,
     state: Annotated[list[SlotState] | None, Query()] = None,
     start: Annotated[IsoDatetime | None, Query(alias="from")] = None,
@@ -151,9 +176,9 @@ async def list_timeslots(  # noqa: PLR0917 -- FastAPI passes queries by name
 @router.get(
     "/api/timeslots/active",
     summary="The slots open for orders now, soonest delivery first",
-    responses=error_responses(*AUTH_ERRORS),
+    responses=error_responses(*PUBLIC_ERRORS),
 )
-async def active_timeslots(principal: Reader, services: ServicesDep) -> Ok[list[TimeslotOut]]:
+async def active_timeslots(principal: Public, services: ServicesDep) -> Ok[list[TimeslotOut]]:
     """Open and before gate closure by the market's clock (a lagging scheduler's slot is not)."""
     async with services.pool.connection() as conn:
         slots = await store.list_slots(conn, states=[SlotState.OPEN], limit=1000, before_gate=True)
@@ -163,15 +188,15 @@ async def active_timeslots(principal: Reader, services: ServicesDep) -> Ok[list[
 @router.get(
     "/api/timeslots/{slot_id}",
     summary="One timeslot, with its result summary once cleared",
-    responses=error_responses(*AUTH_ERRORS, ErrorCode.NOT_FOUND),
+    responses=error_responses(*PUBLIC_ERRORS, ErrorCode.NOT_FOUND),
 )
-async def get_timeslot(slot_id: int, principal: Reader, services: ServicesDep) -> Ok[TimeslotOut]:
+async def get_timeslot(slot_id: int, principal: Public, services: ServicesDep) -> Ok[TimeslotOut]:
     return ok(_slot_out(await _slot(services, slot_id)))
 
 
 async def _slot_orders(
     services: ServicesDep,
-    principal: Principal,
+    request: Request,
     slot_id: int,
     side: Side,
     *,
@@ -183,50 +208,52 @@ async def _slot_orders(
         orders = await store.list_orders(
             conn, side=side, timeslot_id=slot_id, limit=limit, offset=offset
         )
+    config = await market_config(request, services)
     # The public projection is the one the slot's room events carry: they cannot drift.
-    see_all = is_operator(principal)
     return [
-        OrderOut.model_validate(
-            order_json(order)
-            if see_all or order.user_id == principal.user.id
-            else public_order_json(order)
-        )
+        order_out(public_order_json(order), payment_decimals=config.payment_decimals)
         for order in orders
     ]
 
 
 @router.get(
     "/api/timeslots/{slot_id}/bids",
-    summary="A timeslot's bids (owners hidden except the caller's own)",
-    responses=error_responses(*AUTH_ERRORS, ErrorCode.NOT_FOUND),
+    summary="A timeslot's bids, public: owners and meters hidden from everyone",
+    responses=error_responses(*PUBLIC_ERRORS, ErrorCode.NOT_FOUND),
 )
-async def timeslot_bids(
-    slot_id: int, principal: Reader, services: ServicesDep, limit: Limit = 100, offset: Offset = 0
+async def timeslot_bids(  # noqa: PLR0917 -- FastAPI passes parameters by name
+    slot_id: int,
+    principal: Public,
+    services: ServicesDep,
+    request: Request,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Ok[list[OrderOut]]:
-    return ok(
-        await _slot_orders(services, principal, slot_id, Side.BUY, limit=limit, offset=offset)
-    )
+    return ok(await _slot_orders(services, request, slot_id, Side.BUY, limit=limit, offset=offset))
 
 
 @router.get(
     "/api/timeslots/{slot_id}/supplies",
-    summary="A timeslot's supplies (owners hidden except the caller's own)",
-    responses=error_responses(*AUTH_ERRORS, ErrorCode.NOT_FOUND),
+    summary="A timeslot's supplies, public: owners and meters hidden from everyone",
+    responses=error_responses(*PUBLIC_ERRORS, ErrorCode.NOT_FOUND),
 )
-async def timeslot_supplies(
-    slot_id: int, principal: Reader, services: ServicesDep, limit: Limit = 100, offset: Offset = 0
+async def timeslot_supplies(  # noqa: PLR0917 -- FastAPI passes parameters by name
+    slot_id: int,
+    principal: Public,
+    services: ServicesDep,
+    request: Request,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Ok[list[OrderOut]]:
-    return ok(
-        await _slot_orders(services, principal, slot_id, Side.SELL, limit=limit, offset=offset)
-    )
+    return ok(await _slot_orders(services, request, slot_id, Side.SELL, limit=limit, offset=offset))
 
 
 @router.get(
     "/api/timeslots/{slot_id}/book",
     summary="The aggregated book: demand and supply curves (cancelled orders excluded)",
-    responses=error_responses(*AUTH_ERRORS, ErrorCode.NOT_FOUND),
+    responses=error_responses(*PUBLIC_ERRORS, ErrorCode.NOT_FOUND),
 )
-async def timeslot_book(slot_id: int, principal: Reader, services: ServicesDep) -> Ok[BookOut]:
+async def timeslot_book(slot_id: int, principal: Public, services: ServicesDep) -> Ok[BookOut]:
     slot = await _slot(services, slot_id)
     async with services.pool.connection() as conn:
         cur = await conn.execute(
@@ -252,9 +279,9 @@ async def timeslot_book(slot_id: int, principal: Reader, services: ServicesDep) 
 @router.get(
     "/api/timeslots/{slot_id}/result",
     summary="A cleared timeslot's price, volume, every order's fill, and the trades",
-    responses=error_responses(*AUTH_ERRORS, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT),
+    responses=error_responses(*PUBLIC_ERRORS, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT),
 )
-async def timeslot_result(slot_id: int, principal: Reader, services: ServicesDep) -> Ok[ResultOut]:
+async def timeslot_result(slot_id: int, principal: Public, services: ServicesDep) -> Ok[ResultOut]:
     slot = await _slot(services, slot_id)
     if slot.state not in _CLEARED:
         raise ApiError(
@@ -303,3 +330,48 @@ async def my_trades(
         trade.pop("seller_id")
         out.append(MyTradeOut(**trade, role=role))
     return ok(out)
+
+
+@router.get(
+    "/api/market/prices",
+    summary="Price history: cleared slots' prices and volumes, newest first (public)",
+    responses=error_responses(*PUBLIC_ERRORS),
+)
+async def price_history(  # noqa: PLR0917 -- FastAPI passes queries by name
+    principal: Public,
+    services: ServicesDep,
+    request: Request,
+    start: Annotated[IsoDatetime | None, Query(alias="from")] = None,
+    end: Annotated[IsoDatetime | None, Query(alias="to")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Ok[list[PricePointOut]]:
+    """Slots that have cleared (cleared, settling, settled), by delivery start, newest first."""
+    async with services.pool.connection() as conn:
+        slots = await store.list_slots(
+            conn,
+            states=list(_CLEARED),
+            start_from=start,
+            start_to=end,
+            limit=limit,
+            offset=offset,
+            newest_first=True,
+        )
+    decimals = (await market_config(request, services)).payment_decimals
+    return ok(
+        [
+            PricePointOut(
+                timeslot_id=slot.id,
+                start_time=slot.times.starts_at,
+                end_time=slot.times.ends_at,
+                state=slot.state.value,
+                price=slot.price,
+                price_tokens=None
+                if slot.price is None
+                else base_units_to_tokens(slot.price, decimals=decimals),
+                volume_wh=slot.volume_wh or 0,
+                cleared_at=slot.cleared_at,
+            )
+            for slot in slots
+        ]
+    )
