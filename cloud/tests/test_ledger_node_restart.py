@@ -43,6 +43,7 @@ async def test_restart_keeps_balances_and_refuses_the_same_transaction(
         # Acknowledged, then the node dies at once: the answer implies the commit.
         signature = (await client.send_transaction(transfer)).value
         slot_before = (await client.get_slot()).value
+        genesis = (await client.get_genesis_hash()).value
         lamports_before = (await client.get_balance(payer.pubkey())).value
 
     if how == "kill -9":
@@ -62,6 +63,7 @@ async def test_restart_keeps_balances_and_refuses_the_same_transaction(
         assert mint.data.parsed["info"]["supply"] == "5000"
 
         assert (await client.get_slot()).value >= slot_before
+        assert (await client.get_genesis_hash()).value == genesis
         status = (
             await client.get_signature_statuses([signature], search_transaction_history=True)
         ).value[0]

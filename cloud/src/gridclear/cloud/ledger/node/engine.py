@@ -170,6 +170,7 @@ class LedgerEngine:
         self._faucet = Keypair()
         self._airdrops = 0
         self.latest: Block | None = None
+        self.genesis_hash = ""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -245,6 +246,11 @@ class LedgerEngine:
             blocks = [genesis]
             self._pending_blocks.append(genesis)
         self._window = BlockWindow(blocks)
+        genesis_hash = store.genesis_hash()
+        if genesis_hash is None:
+            genesis_hash = str(blocks[0].blockhash)
+            store.set_genesis_hash(genesis_hash)
+        self.genesis_hash = genesis_hash
         oldest = self._window.latest.slot - MAX_PROCESSING_AGE
         for signature, slot in store.signatures_since(oldest):
             self._remember(signature, slot)

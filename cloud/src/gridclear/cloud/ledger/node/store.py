@@ -12,7 +12,7 @@ What a restart needs, and nothing else:
   ``getTransaction`` answer from it.
 - ``blocks``: the last blocks (height, slot, blockhash, time): the counters and the
   window of valid blockhashes.
-- ``meta``: the format version.
+- ``meta``: the format version and the genesis hash.
 
 :meth:`LedgerStore.commit` writes one batch in one transaction with
 ``synchronous=FULL``: once it returns, the batch survives ``kill -9`` and a power
@@ -124,6 +124,13 @@ class LedgerStore:
             db.close()
             raise StoreError(f"ledger state format {version} in {state_dir}; this node reads 1")
         return store
+
+    def genesis_hash(self) -> str | None:
+        """The ledger's genesis blockhash (base58), once recorded."""
+        return self._meta("genesis")
+
+    def set_genesis_hash(self, blockhash: str) -> None:
+        self._set_meta("genesis", blockhash)
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
