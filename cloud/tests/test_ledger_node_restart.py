@@ -46,11 +46,13 @@ async def test_restart_keeps_balances_and_refuses_the_same_transaction(
         genesis = (await client.get_genesis_hash()).value
         lamports_before = (await client.get_balance(payer.pubkey())).value
 
+    url = node.url
     if how == "kill -9":
         node.kill()
     else:
         assert node.stop() == 0
     node.start()
+    assert node.url == url  # back where clients expect it
 
     async with AsyncClient(node.url) as client:
         buyer_balance = await client.get_token_account_balance(tokens.account_of(buyer.pubkey()))

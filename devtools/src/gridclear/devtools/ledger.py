@@ -3,7 +3,8 @@
 :class:`LedgerNodeProcess` starts the real command (the installed ``gridclear-cloud
 ledger serve``) on a free port chosen by the node itself (``--port 0``), waits until
 it has written its ready file (the URL it serves), and can stop it cleanly
-(SIGTERM), kill it (``kill -9``) and start it again on the same state directory.
+(SIGTERM), kill it (``kill -9``) and start it again on the same state directory
+and the same port (the same URL).
 It is what the ``ledger_node`` pytest fixture returns. The node never outlives us
 (:func:`gridclear.devtools.children.spawn_child`).
 """
@@ -43,6 +44,7 @@ class LedgerNodeProcess:
         dev: bool = True,
         tick_ms: int = 400,
         host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="gridclear-ledger-"))
         self.state_dir = state_dir or self.workdir / "ledger-state"
@@ -51,6 +53,7 @@ class LedgerNodeProcess:
         self.dev = dev
         self.tick_ms = tick_ms
         self.host = host
+        self.port = port
         self._process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -58,7 +61,7 @@ class LedgerNodeProcess:
     def args(self) -> list[str]:
         command = str(Path(sys.executable).parent / "gridclear-cloud")
         args = [command, "ledger", "serve"]
-        args += ["--host", self.host, "--port", "0", "--state-dir", str(self.state_dir)]
+        args += ["--host", self.host, "--port", str(self.port), "--state-dir", str(self.state_dir)]
         args += ["--tick-ms", str(self.tick_ms), "--ready-file", str(self._ready)]
         return [*args, "--dev"] if self.dev else args
 
@@ -80,6 +83,9 @@ class LedgerNodeProcess:
                 )
             time.sleep(0.02)
         self.url = json.loads(self._ready.read_text())["url"]
+        # Started again, it comes back on the same port, as a real node would: clients
+        # holding the URL reconnect.
+        self.port = int(self.url.rsplit(":", 1)[1])
         return self
 
     def __enter__(self) -> Self:

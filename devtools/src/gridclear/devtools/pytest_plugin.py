@@ -266,7 +266,7 @@ def ledger_node(server_dir: Path) -> Iterator[Callable[..., LedgerNodeProcess]]:
     ``ledger_node()`` starts a node with ``--dev`` (``requestAirdrop`` served) on a
     fresh state directory and a free port, and returns once it serves, with
     ``.url`` (give it to ``AsyncClient``), ``.state_dir``, ``.stop()`` (SIGTERM),
-    ``.kill()`` (``kill -9``) and ``.start()`` (again, on the same state). Options:
+    ``.kill()`` (``kill -9``) and ``.start()`` (again, on the same state and URL). Options:
     ``dev=False``, ``tick_ms=`` (block time), ``state_dir=`` (to share one between
     nodes run one after the other). A node that exits with an error when stopped
     fails the test; its log is in ``.output()``.
