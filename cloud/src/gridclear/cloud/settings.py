@@ -50,6 +50,7 @@ __all__ = [
     "OWASP_ARGON2_MIN_MEMORY_KIB",
     "DatabaseSettings",
     "IngestSettings",
+    "LedgerSettings",
     "ProcessSettings",
     "SchedulerSettings",
     "Settings",

@@ -45,6 +45,9 @@ from gridclear.devtools.net import free_port
 
 __all__ = [
     "DEMO_ADMIN_EMAIL",
+    "DEMO_ALLOWANCE",
+    "DEMO_WALLET_LAMPORTS",
+    "DEMO_WALLET_MONEY",
     "ChildExitedError",
     "DemoStepError",
     "Supervisor",

@@ -41,6 +41,7 @@ from gridclear.cloud.market.clearing import MAX_PRICE, MAX_QUANTITY_WH, Side
 from gridclear.cloud.market.decimals import DecimalTermError, kwh_to_wh, tokens_to_base_units
 
 __all__ = [
+    "MAX_ID",
     "AmendTerms",
     "ExponentNumber",
     "NonFiniteNumber",

@@ -56,7 +56,14 @@ from gridclear.cloud.settlement import store
 from gridclear.cloud.settlement.arithmetic import TradeInput, settle_slot
 from gridclear.cloud.settlement.store import Attempt, LedgerSetup, TradeToSend
 
-__all__ = ["FaultPoint", "SettlementReport", "Settler", "memo_text"]
+__all__ = [
+    "TOKEN_INSUFFICIENT_FUNDS",
+    "TOKEN_OWNER_MISMATCH",
+    "FaultPoint",
+    "SettlementReport",
+    "Settler",
+    "memo_text",
+]
 
 T = TypeVar("T")
 

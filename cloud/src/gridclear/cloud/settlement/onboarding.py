@@ -32,9 +32,11 @@ from gridclear.cloud.ledger.transactions import MAX_TRANSACTION_BYTES
 from gridclear.cloud.settlement.store import LedgerSetup
 
 __all__ = [
+    "APPROVAL_REFUSALS",
     "ApprovalError",
     "Offer",
     "Submitted",
+    "approval_message",
     "offer_approval",
     "resolve_approvals",
     "submit_approval",
@@ -43,12 +45,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MAX_CAP = 2**64 - 1
+APPROVAL_REFUSALS = frozenset(
+    {
+        "invalid_cap", "wallet_required", "wallet_not_linked", "invalid_transaction",
+        "not_offered", "already_submitted", "invalid_signature", "approval_expired",
+    }
+)  # fmt: skip
+"""Every ``code`` an :class:`ApprovalError` carries."""
 
 
 class ApprovalError(GridclearCloudError):
-    """An approval was refused; ``code`` says why."""
+    """An approval was refused; ``code`` says why (one of :data:`APPROVAL_REFUSALS`)."""
+
+    code = "approval_refused"
 
     def __init__(self, code: str, message: str) -> None:
+        assert code in APPROVAL_REFUSALS, code
         super().__init__(message)
         self.code = code
 

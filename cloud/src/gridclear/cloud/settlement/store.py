@@ -20,6 +20,8 @@ __all__ = [
     "TradeToSend",
     "load_setup",
     "open_attempts",
+    "record_attempts",
+    "save_setup",
     "settlement_wallets",
     "settling_slots",
 ]

@@ -35,7 +35,34 @@ from gridclear.cloud.settlement import onboarding, store
 from gridclear.cloud.settlement.funds import spendable
 from gridclear.cloud.settlement.store import LedgerSetup
 
-__all__ = ["router"]
+__all__ = [
+    "MAX_U64",
+    "ActiveSlotOut",
+    "ApprovalIn",
+    "ApprovalOfferOut",
+    "BalanceOut",
+    "GlobalStateOut",
+    "LedgerHealthOut",
+    "MyOrderSettlementOut",
+    "MyTransactionOut",
+    "MyTransactionsPage",
+    "SettledTradeOut",
+    "SignedTransactionIn",
+    "SlotSettlementOut",
+    "SubmittedOut",
+    "TransactionOut",
+    "active_timeslots",
+    "balance",
+    "global_state",
+    "ledger_health",
+    "my_bids",
+    "my_supplies",
+    "my_transactions",
+    "offer_approval",
+    "router",
+    "slot_settlement",
+    "submit_transaction",
+]
 
 router = APIRouter(tags=["blockchain"])
 
