@@ -39,7 +39,7 @@ async def conn(migrated_db: str) -> AsyncIterator[AsyncConnection[DictRow]]:
     async with await AsyncConnection.connect(
         migrated_db, autocommit=True, row_factory=dict_row
     ) as connection:
-        await connection.execute("TRUNCATE trades, orders, timeslots, market_clock")
+        await connection.execute("TRUNCATE trades, orders, timeslots, market_clock CASCADE")
         await save_config(connection, FAST, user_id=None)
         yield connection
 

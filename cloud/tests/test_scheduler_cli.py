@@ -29,7 +29,7 @@ def _command(url: str, *args: str) -> subprocess.Popen[str]:
 
 def test_the_scheduler_runs_accelerated_and_stops_cleanly_on_sigterm(migrated_db: str) -> None:
     with psycopg.connect(migrated_db, autocommit=True) as conn:
-        conn.execute("TRUNCATE trades, orders, timeslots")
+        conn.execute("TRUNCATE trades, orders, timeslots CASCADE")
         conn.execute(
             "UPDATE market_config SET slot_length_s = 60, open_ahead_s = 120, gate_closure_s = 10"
         )
