@@ -24,7 +24,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from gridclear.cloud.ledger import spl
-from gridclear.cloud.ledger.client import LedgerUnavailableError
+from gridclear.cloud.ledger.client import LedgerClient, LedgerUnavailableError
 from gridclear.cloud.ledger.transactions import build_v0
 from gridclear.cloud.market.clock import MarketClock
 from gridclear.cloud.market.scheduler import Scheduler
@@ -404,3 +404,77 @@ async def test_the_scheduler_settles_and_announces_it(world: SettlementWorld) ->
         if data == {"type": "settled", "timeslotId": slot}
     }
     assert notified == {seller.user_id, buyer.user_id}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", [FaultPoint.AFTER_RECORD, FaultPoint.AFTER_SEND])
+async def test_a_ledger_node_killed_mid_settlement_pays_each_trade_once(
+    world: SettlementWorld, node: LedgerNodeProcess, fault: FaultPoint
+) -> None:
+    seller = await world.participant("export")
+    buyer = await world.participant("import", funds=10_000_000)
+    specs = [TradeSpec(seller, buyer, 100 + i, PRICE) for i in range(7)]
+    slot = world.settling_slot(specs, {seller.meter_id: 10_000})
+    died = world.run_ledger("settle", GRIDCLEAR_SETTLEMENT_FAULT=fault.value)
+    assert died.returncode == -9, died.stderr
+    node.kill()  # the ledger node too, with whatever it had in flight
+    node.start()
+    done = world.run_ledger("settle")
+    assert done.returncode == 0, done.stderr
+    assert await world.slot_state(slot) == "settled"
+    sold = sum(s.quantity_wh for s in specs)
+    assert await world.balances(buyer) == (
+        sold,
+        10_000_000 - sum(s.quantity_wh * s.price // 1000 for s in specs),
+    )
+    clean = world.run_ledger("reconcile")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+
+
+async def _garbage_server(answer: bytes | None) -> tuple[asyncio.Server, str]:
+    """An HTTP endpoint that answers ``answer`` to anything (None: never answers)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        if answer is None:
+            await asyncio.sleep(3600)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(answer)).encode()
+            + b"\r\n\r\n"
+            + answer
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"not json", b'{"jsonrpc": "2.0", "id": 1, "result": {"value": "nonsense"}}', b"[]", None],
+    ids=["not-json", "wrong-shape", "wrong-type", "no-answer"],
+)
+async def test_a_ledger_answering_garbage_changes_nothing(
+    world: SettlementWorld, answer: bytes | None
+) -> None:
+    seller = await world.participant("export")
+    buyer = await world.participant("import", funds=10_000_000)
+    slot = world.settling_slot([TradeSpec(seller, buyer, 1_000, PRICE)], {seller.meter_id: 1_000})
+    server, url = await _garbage_server(answer)
+    try:
+        async with LedgerClient(url, timeout_s=1.0) as garbage:
+            settler = Settler(garbage, world.setup, oracle=world.oracle, authority=world.authority)
+            with pytest.raises(LedgerUnavailableError):
+                await settler.run_once(world.conn)
+    finally:
+        server.close()
+    assert await world.slot_state(slot) == "settling"
+    cur = await world.conn.execute("SELECT count(*) AS n FROM ledger_attempts WHERE state = 'open'")
+    row = await cur.fetchone()
+    assert row is not None
+    assert row["n"] == 0
+    await _settle_all(world, slot)  # the real ledger back: settlement resumes
+    assert await world.balances(buyer) == (1_000, 10_000_000 - 250_000)
