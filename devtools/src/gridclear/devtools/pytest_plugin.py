@@ -18,6 +18,9 @@ Isolation between tests:
 The fixtures for the local servers (``local_postgres``, ``local_mosquitto``, …)
 give fault tests the server object itself, to stop, kill and restart it.
 
+``ledger_node`` runs the embedded Solana ledger node (``gridclear-cloud ledger
+serve``) on a fresh state directory, to reach with solana-py's ``AsyncClient``.
+
 ``metersim`` runs simulated Modbus meters (``gridclear-metersim serve``) over
 real TCP and pseudo-terminal RTU lines, with run-time fault switches.
 
@@ -45,12 +48,14 @@ from gridclear.devtools.localservices import (
     PostgresServer,
     RedisServer,
 )
+from gridclear.devtools.ledger import LedgerNodeProcess
 from gridclear.devtools.metersim import MetersimProcess
 
 __all__ = [
     "BROKER_POLICY",
     "database_url",
     "gridclear_run_dir",
+    "ledger_node",
     "local_mosquitto",
     "local_postgres",
     "local_redis",
@@ -245,5 +250,39 @@ def metersim(server_dir: Path) -> Iterator[Callable[..., MetersimProcess]]:
         code = process.stop()
         if code != 0:
             failures.append(f"gridclear-metersim exited with {code}:\n{process.output()}")
+    if failures:
+        pytest.fail("\n".join(failures))
+
+
+# ------------------------------------------------------------ the ledger node
+
+
+@pytest.fixture
+def ledger_node(server_dir: Path) -> Iterator[Callable[..., LedgerNodeProcess]]:
+    """A factory that runs ``gridclear-cloud ledger serve`` as a child process; all stop afterwards.
+
+    ``ledger_node()`` starts a node with ``--dev`` (``requestAirdrop`` served) on a
+    fresh state directory and a free port, and returns once it serves, with
+    ``.url`` (give it to ``AsyncClient``), ``.state_dir``, ``.stop()`` (SIGTERM),
+    ``.kill()`` (``kill -9``) and ``.start()`` (again, on the same state). Options:
+    ``dev=False``, ``tick_ms=`` (block time), ``state_dir=`` (to share one between
+    nodes run one after the other). A node that exits with an error when stopped
+    fails the test; its log is in ``.output()``.
+    """
+    started: list[LedgerNodeProcess] = []
+
+    def start(**options: Any) -> LedgerNodeProcess:
+        workdir = server_dir / f"ledger-{len(started)}"
+        workdir.mkdir()
+        node = LedgerNodeProcess(workdir=workdir, **options).start()
+        started.append(node)
+        return node
+
+    yield start
+    failures = []
+    for node in started:
+        code = node.stop()
+        if code != 0:
+            failures.append(f"the ledger node exited with {code}:\n{node.output()}")
     if failures:
         pytest.fail("\n".join(failures))
