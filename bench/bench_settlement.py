@@ -248,7 +248,9 @@ def run(ctx: BenchContext) -> list[Figure]:
     print(f"  raw LiteSVM: {raw:,.0f} transfers/s", flush=True)
     with ctx.fresh_database("bench_settlement") as url:
         migrate(url)
-        node = LedgerNodeProcess(workdir=ctx.run_dir / "ledger-node", dev=True).start()
+        workdir = ctx.run_dir / "ledger-node"
+        workdir.mkdir()
+        node = LedgerNodeProcess(workdir=workdir, dev=True).start()
         try:
             elapsed, settled, failed = asyncio.run(
                 _measure(url, node.url, ctx.run_dir, trades, people_count)

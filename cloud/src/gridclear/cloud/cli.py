@@ -10,6 +10,7 @@ from gridclear.cloud import __version__
 from gridclear.cloud.devices._cli import add_devices_command
 from gridclear.cloud.ingest._cli import add_ingest_commands
 from gridclear.cloud.ledger._cli import add_ledger_commands
+from gridclear.cloud.settlement._cli import add_settlement_commands
 from gridclear.cloud.market._cli import add_market_commands
 from gridclear.cloud.market._scheduler_cli import add_scheduler_command
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scheduler_command(commands)
     add_ingest_commands(commands)
     add_devices_command(commands)
-    add_ledger_commands(commands)
+    add_settlement_commands(add_ledger_commands(commands))
     return parser
 
 

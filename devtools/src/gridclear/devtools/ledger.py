@@ -53,12 +53,14 @@ class LedgerNodeProcess:
         self.host = host
         self._process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.port = 0
+        """0 until the first start; a restart keeps the port, as a real node's clients expect."""
 
     @property
     def args(self) -> list[str]:
         command = str(Path(sys.executable).parent / "gridclear-cloud")
         args = [command, "ledger", "serve"]
-        args += ["--host", self.host, "--port", "0", "--state-dir", str(self.state_dir)]
+        args += ["--host", self.host, "--port", str(self.port), "--state-dir", str(self.state_dir)]
         args += ["--tick-ms", str(self.tick_ms), "--ready-file", str(self._ready)]
         return [*args, "--dev"] if self.dev else args
 
@@ -80,6 +82,7 @@ class LedgerNodeProcess:
                 )
             time.sleep(0.02)
         self.url = json.loads(self._ready.read_text())["url"]
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
         return self
 
     def __enter__(self) -> Self:

@@ -18,8 +18,10 @@ def default_state_dir() -> Path:
     return Path(data_home) / "gridclear" / "ledger"
 
 
-def add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``ledger`` (with ``serve``) to the top-level subcommands."""
+def add_ledger_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add ``ledger`` (with ``serve``) to the top-level subcommands; its actions, for more."""
     ledger = commands.add_parser(
         "ledger",
         help="the embedded Solana ledger node (development, demos, small pilots)",
@@ -72,6 +74,7 @@ def add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="write the URL served as JSON once listening (for tools that start the node)",
     )
     serve.set_defaults(handler=_serve)
+    return actions
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -367,7 +367,7 @@ class Settler:
             for i in range(0, len(pending), _MINTS_PER_TRANSACTION)
         ]
         signed = await self._simulated_batches(
-            batches, lambda batch: self._mint_transaction(slot_id, batch), _MINT_PREFIX
+            batches, lambda batch: self._mint_transaction(slot_id, batch), per_item=1
         )
         recorded: list[tuple[int, bytes]] = []
         async with conn.transaction():
@@ -438,7 +438,7 @@ class Settler:
             for i in range(0, len(pending), _TRADES_PER_TRANSACTION)
         ]
         signed = await self._simulated_batches(
-            batches, lambda batch: self._dvp_transaction(slot_id, batch), _DVP_PREFIX
+            batches, lambda batch: self._dvp_transaction(slot_id, batch), per_item=2
         )
         recorded: list[tuple[int, bytes]] = []
         async with conn.transaction():
@@ -513,7 +513,8 @@ class Settler:
         self,
         batches: list[list[T]],
         build: object,
-        prefix: int,
+        *,
+        per_item: int,
     ) -> list[tuple[list[T], _Signed | str]]:
         """Each batch signed and simulated; a failing item is split off with its reason.
 
@@ -522,7 +523,7 @@ class Settler:
         """
         assert callable(build)
         limit = asyncio.Semaphore(_SIMULATIONS_AT_ONCE)
-        per_item = 1 if prefix == _MINT_PREFIX else 2
+        prefix = _INSTRUCTION_PREFIX
 
         async def settle_batch(batch: list[T]) -> list[tuple[list[T], _Signed | str]]:
             out: list[tuple[list[T], _Signed | str]] = []
@@ -631,8 +632,7 @@ class Settler:
         return True
 
 
-_MINT_PREFIX = 1  # the compute-budget instruction comes first
-_DVP_PREFIX = 1
+_INSTRUCTION_PREFIX = 1  # the compute-budget instruction comes before the items'
 
 
 def _reason(error: str, custom: int | None, per_item: int, offset: int) -> str:

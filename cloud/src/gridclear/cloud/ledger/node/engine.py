@@ -234,6 +234,8 @@ class LedgerEngine:
             blocks = [genesis]
             self._pending_blocks.append(genesis)
         self._window = BlockWindow(blocks)
+        # Random per state directory: tells one ledger from another (`ledger init` checks it).
+        self.genesis_hash = store.genesis_hash(str(Hash(os.urandom(32))))
         oldest = self._window.latest.slot - MAX_PROCESSING_AGE
         for signature, slot in store.signatures_since(oldest):
             self._remember(signature, slot)

@@ -153,6 +153,10 @@ async def _get_version(ctx: RpcContext, params: list[Any]) -> Any:
     return {"solana-core": API_VERSION, "feature-set": _FEATURE_SET}
 
 
+async def _get_genesis_hash(ctx: RpcContext, params: list[Any]) -> Any:
+    return ctx.engine.genesis_hash
+
+
 async def _get_slot(ctx: RpcContext, params: list[Any]) -> Any:
     return _context(ctx, _config(params, 0))["slot"]
 
@@ -589,6 +593,7 @@ METHODS: Final[dict[str, Handler]] = {
     "getBalance": _get_balance,
     "getBlockHeight": _get_block_height,
     "getFeeForMessage": _get_fee_for_message,
+    "getGenesisHash": _get_genesis_hash,
     "getHealth": _get_health,
     "getLatestBlockhash": _get_latest_blockhash,
     "getMinimumBalanceForRentExemption": _get_minimum_balance,

@@ -129,6 +129,15 @@ class LedgerStore:
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    def genesis_hash(self, make: str) -> str:
+        """The ledger's identity: ``make`` on first use, the same one for ever after."""
+        found = self._meta("genesis_hash")
+        if found is None:
+            with self._db:
+                self._set_meta("genesis_hash", make)
+            return make
+        return found
+
     def close(self) -> None:
         self._db.close()
 
