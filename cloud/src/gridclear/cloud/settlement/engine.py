@@ -98,6 +98,8 @@ _NAMED_BYTES = 32
 _LOADED_BYTES = 1
 _TABLE_BYTES = 34
 _BYTES_MARGIN = 16
+_PIPELINE_TRANSACTIONS = 64  # transactions in one part of the DvP pipeline
+_PIPELINE_PARTS = 3  # parts in flight at once
 _TABLE_ROUNDS = 4  # creations, then extensions; more only if some failed
 _TABLE_WAIT_S = 30.0
 _POLL_S = 0.05
@@ -490,10 +492,16 @@ class Settler:
                     for seller_id, wh in sorted(export.items())
                     if wh > 0 and seller_id in wallets
                 ]
-                await cur2.executemany(
+                await cur2.execute(
                     "INSERT INTO settlement_mints (timeslot_id, seller_id, wallet, energy_wh)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    mints,
+                    " SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::bigint[])"
+                    " ON CONFLICT DO NOTHING",
+                    (
+                        slot_id,
+                        [m[1] for m in mints],
+                        [m[2] for m in mints],
+                        [m[3] for m in mints],
+                    ),
                 )
 
     # ------------------------------------------------------------------ lookup tables
@@ -719,9 +727,36 @@ class Settler:
             item_bytes=_DVP_ITEM_BYTES,
             max_items=_MAX_TRADES_PER_TRANSACTION,
         )
-        signed = await self._simulated_batches(
-            batches, lambda batch: self._dvp_transaction(slot_id, batch), per_item=2
-        )
+        # A pipeline: while the ledger simulates or lands one part, the next is built
+        # and signed here. Each part is recorded and committed before it is sent; the
+        # lock keeps one part's bookkeeping transaction whole on the one connection.
+        parts = [
+            batches[i : i + _PIPELINE_TRANSACTIONS]
+            for i in range(0, len(batches), _PIPELINE_TRANSACTIONS)
+        ]
+        limit = asyncio.Semaphore(_PIPELINE_PARTS)
+        bookkeeping = asyncio.Lock()
+
+        async def settle_part(part: list[list[TradeToSend]]) -> None:
+            async with limit:
+                signed = await self._simulated_batches(
+                    part, lambda batch: self._dvp_transaction(slot_id, batch), per_item=2
+                )
+                async with bookkeeping:
+                    recorded = await self._record_trades(conn, slot_id, signed, report)
+                    await self._after_record(conn, recorded, report)
+
+        await asyncio.gather(*(settle_part(part) for part in parts))
+
+    async def _record_trades(
+        self,
+        conn: AsyncConnection[DictRow],
+        slot_id: int,
+        signed: Sequence[tuple[list[TradeToSend], _Signed | str]],
+        report: SettlementReport,
+    ) -> list[tuple[int, bytes]]:
+        """Record the signed batches (their trades ``sent``) and the failed trades, in
+        one transaction; the attempts to send, with their ids."""
         failed = [(batch[0], outcome) for batch, outcome in signed if isinstance(outcome, str)]
         good = [(batch, outcome) for batch, outcome in signed if not isinstance(outcome, str)]
         async with conn.transaction():
@@ -745,8 +780,7 @@ class Settler:
                     [i for (batch, _), i in zip(good, ids, strict=True) for _ in batch],
                 ),
             )
-        recorded = [(i, outcome.raw) for (_, outcome), i in zip(good, ids, strict=True)]
-        await self._after_record(conn, recorded, report)
+        return [(i, outcome.raw) for (_, outcome), i in zip(good, ids, strict=True)]
 
     def _dvp_transaction(self, slot_id: int, batch: Sequence[TradeToSend]) -> _Signed:
         instructions = [
