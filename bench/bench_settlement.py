@@ -82,9 +82,11 @@ def _raw_litesvm_transfers(count: int) -> float:
     started = time.perf_counter()
     for i in range(count):
         run(
-            [spl.transfer_checked(
+            [
+                spl.transfer_checked(
                     source, mint.pubkey(), target, owner.pubkey(), amount=1 + i % 7, decimals=3
-                )],
+                )
+            ],
             [owner],
         )
         svm.expire_blockhash()  # each a new transaction, as on the node

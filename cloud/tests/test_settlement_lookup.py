@@ -91,9 +91,7 @@ def test_placing_fills_tables_without_overflow_and_each_address_once(
             todo, tables, AUTHORITY, lookup.free_recent_slots(500 + round_ * 7, tables)
         )
         for p in placements:
-            assert 0 < len(p.addresses) <= lookup.ADDRESSES_PER_EXTENSION or (
-                p.recent_slot is not None and len(p.addresses) <= lookup.ADDRESSES_PER_EXTENSION
-            )
+            assert 0 < len(p.addresses) <= lookup.ADDRESSES_PER_EXTENSION
             placed.extend(p.addresses)
         # What landed: creations become tables, extensions fill them.
         by_table: dict[str, int] = {}
