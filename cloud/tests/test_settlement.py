@@ -241,6 +241,83 @@ async def test_a_ledger_that_is_down_changes_nothing_and_settlement_resumes(
     assert (await reconcile(world.conn, world.ledger, world.setup)).clean
 
 
+async def test_lookup_tables_carry_many_trades_and_a_failing_trade_is_split_off(
+    world: SettlementWorld, node: LedgerNodeProcess
+) -> None:
+    sellers = [await world.participant("export") for _ in range(6)]
+    buyers = [await world.participant("import", funds=10_000_000) for _ in range(5)]
+    poor = await world.participant("import", funds=100)
+    # Twelve trades between six pairs; the poor buyer's two are in the middle.
+    everyone = [*buyers[:3], poor, *buyers[3:]]
+    specs = [TradeSpec(sellers[i % 6], everyone[i % 6], 200 + i, PRICE) for i in range(12)]
+    slot = world.settling_slot(specs, {s.meter_id: 1_000 for s in sellers})
+
+    await _settle_all(world, slot)
+
+    states = await world.trade_states(slot)
+    failed = [i for i, (state, _, _, _) in enumerate(states) if state == "failed"]
+    assert failed == [3, 9]
+    assert {states[i][1] for i in failed} == {"buyer_payment_short"}
+    assert all(state == "settled" for i, (state, *_) in enumerate(states) if i not in failed)
+    # The ten others went in one transaction (5 fit without a lookup table), which
+    # loads its token accounts from the settlement authority's table.
+    cur = await world.conn.execute(
+        "SELECT signature FROM ledger_attempts WHERE purpose = 'dvp' AND timeslot_id = %s"
+        " AND state = 'landed'",
+        (slot,),
+    )
+    (landed,) = await cur.fetchall()
+    async with httpx.AsyncClient() as client:
+        answer = (
+            await client.post(
+                node.url,
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "getTransaction",
+                    "params": [
+                        landed["signature"],
+                        {"encoding": "json", "maxSupportedTransactionVersion": 0},
+                    ],
+                },
+            )
+        ).json()
+    (lookup,) = answer["result"]["transaction"]["message"]["addressTableLookups"]
+    # Five pairs trade twice each: their twenty token accounts, all from the table.
+    assert len(lookup["writableIndexes"]) == 4 * 5
+    # The registry: one table, holding both mints and every participant's two accounts.
+    cur = await world.conn.execute(
+        "SELECT t.address, count(e.*) AS entries, a.state FROM lookup_tables t"
+        " JOIN ledger_attempts a ON a.id = t.attempt_id"
+        " LEFT JOIN lookup_table_entries e ON e.lookup_table = t.address"
+        " GROUP BY t.address, a.state"
+    )
+    (table,) = await cur.fetchall()
+    assert (table["address"], table["entries"], table["state"]) == (
+        lookup["accountKey"],
+        2 + 2 * 12,
+        "landed",
+    )
+    assert (await reconcile(world.conn, world.ledger, world.setup)).clean
+
+
+async def test_a_later_slot_among_the_same_participants_needs_no_new_table(
+    world: SettlementWorld,
+) -> None:
+    seller = await world.participant("export")
+    buyer = await world.participant("import", funds=10_000_000)
+    first = world.settling_slot([TradeSpec(seller, buyer, 500, PRICE)], {seller.meter_id: 500})
+    await _settle_all(world, first)
+    second = world.settling_slot([TradeSpec(seller, buyer, 400, PRICE)], {seller.meter_id: 400})
+    await _settle_all(world, second)
+    cur = await world.conn.execute(
+        "SELECT timeslot_id, count(*) AS n FROM ledger_attempts WHERE purpose = 'lookup'"
+        " GROUP BY timeslot_id"
+    )
+    assert {r["timeslot_id"]: r["n"] for r in await cur.fetchall()} == {first: 1}
+    assert await world.balances(buyer) == (900, 10_000_000 - 900 * PRICE // 1000)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "faults",

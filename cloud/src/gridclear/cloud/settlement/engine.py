@@ -7,6 +7,12 @@ ledger that stops answering) and the next one carries on:
 1. **Plan** (one transaction): each trade's delivered energy and payment, from
    the sellers' verified export in the slot (:mod:`.arithmetic`), and each
    seller's mint. Fixed once: later readings change nothing already planned.
+1b. **Lookup tables**: every token account the slot names (both mints' accounts
+   of every participant, and the mints) is put into one of the settlement
+   authority's address lookup tables (:mod:`.lookup`), so that a transaction
+   names each in one byte and carries as many trades as its 64 account locks
+   allow (14 among distinct participants) instead of the 5 that fit in 1,232
+   bytes without a table.
 2. **Mint**: the oracle mints each seller's verified export to its energy token
    account.
 3. **Deliver versus pay**: once the slot's mints are final, each trade moves
@@ -27,6 +33,12 @@ seen is sent again, the same bytes, until the block height passes its
 blockhash's last valid height. Only then is it ``expired`` and its trades signed
 anew. Since the height is read *before* the statuses, an attempt is never
 expired while it could still land.
+
+**Round trips.** Simulations, sends and statuses go to the ledger as JSON-RPC
+batches (:meth:`LedgerClient.simulate_many`, :meth:`LedgerClient.send_many`), and
+the bookkeeping of many attempts is one statement each (record, mark sent,
+complete), so a slot costs a handful of round trips per step, not a few per
+transaction.
 """
 
 from __future__ import annotations
@@ -35,13 +47,14 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
+from solders.address_lookup_table_account import AddressLookupTableAccount
 from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
@@ -50,9 +63,14 @@ from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from gridclear.cloud.ledger import spl
-from gridclear.cloud.ledger.client import LedgerClient, LedgerUnavailableError
-from gridclear.cloud.ledger.transactions import MAX_TRANSACTION_BYTES, build_v0
-from gridclear.cloud.settlement import store
+from gridclear.cloud.ledger.client import LedgerClient
+from gridclear.cloud.ledger.transactions import (
+    MAX_ACCOUNT_LOCKS,
+    MAX_TRANSACTION_BYTES,
+    TransactionBuildError,
+    build_v0,
+)
+from gridclear.cloud.settlement import lookup, store
 from gridclear.cloud.settlement.arithmetic import TradeInput, settle_slot
 from gridclear.cloud.settlement.store import Attempt, LedgerSetup, TradeToSend
 
@@ -63,6 +81,7 @@ __all__ = [
     "SettlementReport",
     "Settler",
     "memo_text",
+    "pack",
 ]
 
 T = TypeVar("T")
@@ -71,9 +90,27 @@ log = logging.getLogger(__name__)
 
 _COMPUTE_UNITS_PER_TRADE = 1_200  # 513 measured (DESIGN §9); room for a costlier token program
 _COMPUTE_UNITS_BASE = 20_000
-_MINTS_PER_TRANSACTION = 8
-_TRADES_PER_TRANSACTION = 5  # what fits in 1,232 bytes without a lookup table (measured)
-_SIMULATIONS_AT_ONCE = 16
+_MAX_MINTS_PER_TRANSACTION = 32
+_MAX_TRADES_PER_TRANSACTION = 32  # the account locks bind first unless participants repeat
+# Byte estimates for packing (build_v0 checks the real size): a signature, the header,
+# the blockhash, the compute-budget instruction and the memo; each item's instructions;
+# 32 bytes an account named in the message, 1 an account loaded from a table, and
+# 34 a table (its address and two index lists).
+_DVP_BASE_BYTES = 64 + 1 + 1 + 3 + 1 + 32 + 1 + 9 + 70 + 1
+_DVP_STATIC_KEYS = 4  # authority, token program, memo program, compute-budget program
+_DVP_ITEM_BYTES = 2 * (1 + 1 + 4 + 1 + 10)
+_MINT_BASE_BYTES = _DVP_BASE_BYTES + 64
+_MINT_STATIC_KEYS = 5  # + the oracle
+_MINT_ITEM_BYTES = 1 + 1 + 3 + 1 + 10
+_NAMED_BYTES = 32
+_LOADED_BYTES = 1
+_TABLE_BYTES = 34
+_BYTES_MARGIN = 16
+_PIPELINE_TRANSACTIONS = 64  # transactions in one part of the DvP pipeline
+_PIPELINE_PARTS = 3  # parts in flight at once
+_TABLE_ROUNDS = 4  # creations, then extensions; more only if some failed
+_TABLE_WAIT_S = 30.0
+_POLL_S = 0.05
 
 TOKEN_INSUFFICIENT_FUNDS = 1
 TOKEN_OWNER_MISMATCH = 4
@@ -113,6 +150,79 @@ def memo_text(kind: str, slot_id: int, first: int, last: int, root: str | None =
     return text.encode()
 
 
+def pack(
+    items: Sequence[T],
+    accounts: Callable[[T], Sequence[Pubkey]],
+    table_of: Mapping[Pubkey, Pubkey],
+    *,
+    fixed: Sequence[Pubkey],
+    static_keys: int,
+    base_bytes: int,
+    item_bytes: int,
+    max_items: int,
+) -> list[list[T]]:
+    """``items`` cut, in order, into as few transactions as the limits allow.
+
+    Each transaction names ``static_keys`` accounts of its own (signers,
+    programs), the ``fixed`` accounts (the mints) and every account of its items,
+    each once: no more than :data:`MAX_ACCOUNT_LOCKS` in all. Its size is
+    estimated from ``base_bytes``, ``item_bytes`` an item, 32 bytes an account
+    that is in no lookup table (``table_of``: address → table), one an account
+    loaded from a table, and 34 a table used; the estimate stays under
+    :data:`MAX_TRANSACTION_BYTES` (the build checks the real size). Pure.
+    """
+    batches: list[list[T]] = []
+    current: list[T] = []
+    names: set[Pubkey] = set()
+    tables: set[Pubkey] = set()
+    size = 0
+
+    def cost(new: Sequence[Pubkey]) -> tuple[int, set[Pubkey]]:
+        more = 0
+        new_tables: set[Pubkey] = set()
+        for address in new:
+            table = table_of.get(address)
+            if table is None:
+                more += _NAMED_BYTES
+            else:
+                more += _LOADED_BYTES
+                if table not in tables:
+                    new_tables.add(table)
+        return more + _TABLE_BYTES * len(new_tables), new_tables
+
+    def reset() -> None:
+        nonlocal size
+        current.clear()
+        names.clear()
+        tables.clear()
+        names.update(fixed)
+        more, new_tables = cost(list(dict.fromkeys(fixed)))
+        tables.update(new_tables)
+        size = base_bytes + more
+
+    reset()
+    limit = MAX_TRANSACTION_BYTES - _BYTES_MARGIN
+    for item in items:
+        new = [a for a in dict.fromkeys(accounts(item)) if a not in names]
+        more, new_tables = cost(new)
+        if current and (
+            len(current) >= max_items
+            or static_keys + len(names) + len(new) > MAX_ACCOUNT_LOCKS
+            or size + item_bytes + more > limit
+        ):
+            batches.append(list(current))
+            reset()
+            new = [a for a in dict.fromkeys(accounts(item)) if a not in names]
+            more, new_tables = cost(new)
+        current.append(item)
+        names.update(new)
+        tables.update(new_tables)
+        size += item_bytes + more
+    if current:
+        batches.append(list(current))
+    return batches
+
+
 @dataclass(frozen=True)
 class _Signed:
     transaction: VersionedTransaction
@@ -148,6 +258,9 @@ class Settler:
         self._energy_mint = Pubkey.from_string(setup.energy_mint)
         self._payment_mint = Pubkey.from_string(setup.payment_mint)
         self._blockhash: tuple[Hash, int] | None = None
+        # wallet (base58) → (energy token account, payment token account)
+        self._token_accounts: dict[str, tuple[Pubkey, Pubkey]] = {}
+        self._tables = lookup.LoadedTables.empty()
 
     # ------------------------------------------------------------------ the pass
 
@@ -158,6 +271,7 @@ class Settler:
         await self.resolve(conn, report)
         for slot_id in await store.settling_slots(conn):
             await self._plan(conn, slot_id)
+            await self._prepare_tables(conn, slot_id, report)
             await self._send_mints(conn, slot_id, report)
             await self.resolve(conn, report)
             if await self._mints_final(conn, slot_id):
@@ -172,6 +286,18 @@ class Settler:
             log.warning("settlement fault point %s reached: killing this process", point.value)
             os.kill(os.getpid(), signal.SIGKILL)
 
+    def token_accounts(self, wallet: str) -> tuple[Pubkey, Pubkey]:
+        """``wallet``'s energy and payment token accounts (derived once, then remembered)."""
+        found = self._token_accounts.get(wallet)
+        if found is None:
+            owner = Pubkey.from_string(wallet)
+            found = (
+                spl.associated_token_address(owner, self._energy_mint),
+                spl.associated_token_address(owner, self._payment_mint),
+            )
+            self._token_accounts[wallet] = found
+        return found
+
     # ------------------------------------------------------------------ resolve
 
     async def resolve(self, conn: AsyncConnection[DictRow], report: SettlementReport) -> None:
@@ -185,17 +311,22 @@ class Settler:
         statuses = await self.ledger.statuses(
             [Signature.from_string(a.signature) for a in attempts]
         )
+        seen: list[tuple[Attempt, int, str | None]] = []
+        expired: list[Attempt] = []
         again: list[Attempt] = []
         for attempt, status in zip(attempts, statuses, strict=True):
             if status is None:
                 if height > attempt.last_valid_block_height:
-                    await self._expire(conn, attempt)
-                    report.expired += 1
+                    expired.append(attempt)
                 else:
                     again.append(attempt)
-                continue
+            else:
+                seen.append((attempt, status.slot, status.error))
+        if seen:
             self._crash_at(FaultPoint.AFTER_LAND)
-            await self._complete(conn, attempt, status.slot, status.error, report)
+            await self._complete(conn, seen, report)
+        if expired:
+            report.expired += await self._expire(conn, expired)
         if again:
             self._crash_at(FaultPoint.DURING_REBROADCAST)
             await self._send(conn, [(a.id, a.raw) for a in again])
@@ -204,61 +335,75 @@ class Settler:
     async def _complete(
         self,
         conn: AsyncConnection[DictRow],
-        attempt: Attempt,
-        slot: int,
-        error: str | None,
+        seen: Sequence[tuple[Attempt, int, str | None]],
         report: SettlementReport,
     ) -> None:
+        """Record what the ledger says of attempts it knows, all in one transaction."""
         async with conn.transaction():
             cur = await conn.execute(
-                "UPDATE ledger_attempts SET state = %s, error = %s, landed_slot = %s,"
-                " resolved_at = now() WHERE id = %s AND state = 'open'",
-                ("landed" if error is None else "failed", error, slot, attempt.id),
+                "UPDATE ledger_attempts AS a SET state = v.state, error = v.error,"
+                " landed_slot = v.slot, resolved_at = now()"
+                " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[])"
+                " AS v(id, state, error, slot)"
+                " WHERE a.id = v.id AND a.state = 'open' RETURNING a.id, a.state",
+                (
+                    [a.id for a, _, _ in seen],
+                    ["landed" if error is None else "failed" for _, _, error in seen],
+                    [error for _, _, error in seen],
+                    [slot for _, slot, _ in seen],
+                ),
             )
-            if cur.rowcount != 1:
-                return  # another pass resolved it first
-            if error is None:
+            rows = await cur.fetchall()  # those another pass did not resolve first
+            landed = [int(r["id"]) for r in rows if r["state"] == "landed"]
+            failed = [int(r["id"]) for r in rows if r["state"] == "failed"]
+            if landed:
                 cur = await conn.execute(
                     "UPDATE trade_settlements SET state = 'settled', settled_at = now()"
-                    " WHERE attempt_id = %s AND state = 'sent'",
-                    (attempt.id,),
+                    " WHERE attempt_id = ANY(%s) AND state = 'sent'",
+                    (landed,),
                 )
                 report.trades_settled += max(cur.rowcount, 0)
                 await conn.execute(
                     "UPDATE settlement_mints SET state = 'minted'"
-                    " WHERE attempt_id = %s AND state = 'sent'",
-                    (attempt.id,),
+                    " WHERE attempt_id = ANY(%s) AND state = 'sent'",
+                    (landed,),
                 )
-                report.landed += 1
-            else:
+                report.landed += len(landed)
+            if failed:
                 # Nothing moved (a transaction is atomic): simulate and sign anew.
-                log.warning(
-                    "settlement transaction %s failed on the ledger: %s", attempt.signature, error
-                )
-                await self._release(conn, attempt.id)
+                errors = {a.id: (a.signature, error) for a, _, error in seen}
+                for attempt_id in failed:
+                    log.warning(
+                        "settlement transaction %s failed on the ledger: %s", *errors[attempt_id]
+                    )
+                await self._release(conn, failed)
 
-    async def _expire(self, conn: AsyncConnection[DictRow], attempt: Attempt) -> None:
+    async def _expire(self, conn: AsyncConnection[DictRow], attempts: Sequence[Attempt]) -> int:
         async with conn.transaction():
             cur = await conn.execute(
                 "UPDATE ledger_attempts SET state = 'expired', resolved_at = now()"
-                " WHERE id = %s AND state = 'open'",
-                (attempt.id,),
+                " WHERE id = ANY(%s) AND state = 'open' RETURNING id",
+                ([a.id for a in attempts],),
             )
-            if cur.rowcount == 1:
-                await self._release(conn, attempt.id)
+            expired = [int(r["id"]) for r in await cur.fetchall()]
+            if expired:
+                await self._release(conn, expired)
+        return len(expired)
 
     @staticmethod
-    async def _release(conn: AsyncConnection[DictRow], attempt_id: int) -> None:
+    async def _release(conn: AsyncConnection[DictRow], attempt_ids: list[int]) -> None:
+        """What the attempts carried is to be done again (nothing of it happened)."""
         await conn.execute(
             "UPDATE trade_settlements SET state = 'pending', attempt_id = NULL"
-            " WHERE attempt_id = %s AND state = 'sent'",
-            (attempt_id,),
+            " WHERE attempt_id = ANY(%s) AND state = 'sent'",
+            (attempt_ids,),
         )
         await conn.execute(
             "UPDATE settlement_mints SET state = 'pending', attempt_id = NULL"
-            " WHERE attempt_id = %s AND state = 'sent'",
-            (attempt_id,),
+            " WHERE attempt_id = ANY(%s) AND state = 'sent'",
+            (attempt_ids,),
         )
+        await lookup.release(conn, attempt_ids)
 
     # ------------------------------------------------------------------ plan
 
@@ -338,23 +483,148 @@ class Settler:
                     )
                 )
             async with conn.cursor() as cur2:
-                await cur2.executemany(
-                    "INSERT INTO trade_settlements (trade_id, timeslot_id, seq, buyer_wallet,"
-                    " seller_wallet, sold_wh, delivered_wh, payment, state, reason,"
-                    " settled_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    " CASE WHEN %s = 'settled' THEN now() END)",
-                    [(*row, row[8]) for row in rows],
+                # COPY: a slot's thousands of rows in one round trip.
+                async with cur2.copy(
+                    "COPY trade_settlements (trade_id, timeslot_id, seq, buyer_wallet,"
+                    " seller_wallet, sold_wh, delivered_wh, payment, state, reason) FROM STDIN"
+                ) as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+                await cur2.execute(
+                    "UPDATE trade_settlements SET settled_at = now() WHERE timeslot_id = %s"
+                    " AND state = 'settled' AND settled_at IS NULL",
+                    (slot_id,),
                 )
                 mints = [
                     (slot_id, seller_id, wallets[seller_id], wh)
                     for seller_id, wh in sorted(export.items())
                     if wh > 0 and seller_id in wallets
                 ]
-                await cur2.executemany(
+                await cur2.execute(
                     "INSERT INTO settlement_mints (timeslot_id, seller_id, wallet, energy_wh)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    mints,
+                    " SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::bigint[])"
+                    " ON CONFLICT DO NOTHING",
+                    (
+                        slot_id,
+                        [m[1] for m in mints],
+                        [m[2] for m in mints],
+                        [m[3] for m in mints],
+                    ),
                 )
+
+    # ------------------------------------------------------------------ lookup tables
+
+    async def _prepare_tables(
+        self, conn: AsyncConnection[DictRow], slot_id: int, report: SettlementReport
+    ) -> None:
+        """Every account the slot's open work names is in a usable table, or as many as
+        could be placed: creations and extensions sent, landed, a block gone by.
+
+        Settlement goes on without a table for what could not be placed in time
+        (a transaction then names those accounts itself and carries fewer trades).
+        """
+        cur = await conn.execute(
+            "SELECT buyer_wallet AS wallet FROM trade_settlements"
+            " WHERE timeslot_id = %(slot)s AND state = 'pending'"
+            " UNION SELECT seller_wallet FROM trade_settlements"
+            " WHERE timeslot_id = %(slot)s AND state = 'pending'"
+            " UNION SELECT wallet FROM settlement_mints"
+            " WHERE timeslot_id = %(slot)s AND state = 'pending'",
+            {"slot": slot_id},
+        )
+        wallets = sorted(str(r["wallet"]) for r in await cur.fetchall() if r["wallet"])
+        if not wallets:
+            return
+        needed = [self._energy_mint, self._payment_mint]
+        for wallet in wallets:
+            needed.extend(self.token_accounts(wallet))
+        deadline = asyncio.get_running_loop().time() + _TABLE_WAIT_S
+        changed = False
+        for _round in range(_TABLE_ROUNDS):
+            registered = await store.registered_addresses(conn, [str(a) for a in needed])
+            missing = [a for a in needed if str(a) not in registered]
+            if not missing:
+                break
+            tables = await store.lookup_tables(conn, str(self._authority_key))
+            placements = lookup.place(
+                missing,
+                tables,
+                self._authority_key,
+                lookup.free_recent_slots(await self.ledger.slot(), tables),
+            )
+            if not placements:
+                break
+            await self._blockhash_now()
+            signed = [
+                self._sign(lookup.instructions(p, self._authority_key), [self.authority])
+                for p in placements
+            ]
+            async with conn.transaction():
+                ids = await store.record_attempts(
+                    conn, [self._attempt_row("lookup", slot_id, s) for s in signed]
+                )
+                for placement, attempt_id in zip(placements, ids, strict=True):
+                    await lookup.record(conn, placement, self._authority_key, attempt_id)
+            log.info(
+                "lookup tables: %d transactions place %d addresses",
+                len(placements),
+                sum(len(p.addresses) for p in placements),
+            )
+            await self._after_record(
+                conn, [(i, s.raw) for i, s in zip(ids, signed, strict=True)], report
+            )
+            changed = True
+            if not await self._await_resolved(conn, ids, report, deadline):
+                break
+        if changed:
+            await self._await_next_block(conn, deadline)
+        landed = {a for a, (_table, ok) in (await self._registered(conn, needed)).items() if ok}
+        if changed or any(a not in self._tables.table_of for a in landed):
+            self._tables = await lookup.load(conn, self.ledger, self._authority_key)
+
+    async def _registered(
+        self, conn: AsyncConnection[DictRow], addresses: Sequence[Pubkey]
+    ) -> dict[Pubkey, tuple[str, bool]]:
+        found = await store.registered_addresses(conn, [str(a) for a in addresses])
+        return {a: found[str(a)] for a in addresses if str(a) in found}
+
+    async def _await_resolved(
+        self,
+        conn: AsyncConnection[DictRow],
+        attempt_ids: Sequence[int],
+        report: SettlementReport,
+        deadline: float,
+    ) -> bool:
+        """Resolve until none of ``attempt_ids`` is open (True), or the deadline (False)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.resolve(conn, report)
+            cur = await conn.execute(
+                "SELECT 1 FROM ledger_attempts WHERE id = ANY(%s) AND state = 'open' LIMIT 1",
+                (list(attempt_ids),),
+            )
+            if await cur.fetchone() is None:
+                return True
+            if loop.time() > deadline:
+                log.warning("lookup table transactions still open; settling without them")
+                return False
+            await asyncio.sleep(_POLL_S)
+
+    async def _await_next_block(self, conn: AsyncConnection[DictRow], deadline: float) -> None:
+        """Wait until the ledger is past the slot of every landed table upkeep."""
+        cur = await conn.execute(
+            "SELECT max(landed_slot) AS slot FROM ledger_attempts"
+            " WHERE purpose = 'lookup' AND state = 'landed'"
+        )
+        row = await cur.fetchone()
+        last = None if row is None else row["slot"]
+        if last is None:
+            return
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline:
+            if await self.ledger.slot() > int(last):
+                return
+            await asyncio.sleep(_POLL_S)  # a block is due every tick: nothing to wake us
 
     # ------------------------------------------------------------------ mint
 
@@ -369,41 +639,49 @@ class Settler:
         pending = [(str(r["wallet"]), int(r["energy_wh"])) for r in await cur.fetchall()]
         if not pending:
             return
-        batches = [
-            pending[i : i + _MINTS_PER_TRANSACTION]
-            for i in range(0, len(pending), _MINTS_PER_TRANSACTION)
-        ]
+        batches = pack(
+            pending,
+            lambda item: (self.token_accounts(item[0])[0],),
+            self._tables.table_of,
+            fixed=(self._energy_mint,),
+            static_keys=_MINT_STATIC_KEYS,
+            base_bytes=_MINT_BASE_BYTES,
+            item_bytes=_MINT_ITEM_BYTES,
+            max_items=_MAX_MINTS_PER_TRANSACTION,
+        )
         signed = await self._simulated_batches(
             batches, lambda batch: self._mint_transaction(slot_id, batch), per_item=1
         )
-        recorded: list[tuple[int, bytes]] = []
+        failed = [(batch[0][0], outcome) for batch, outcome in signed if isinstance(outcome, str)]
+        good = [(batch, outcome) for batch, outcome in signed if not isinstance(outcome, str)]
         async with conn.transaction():
-            for batch, outcome in signed:
-                if isinstance(outcome, str):
-                    for wallet, _ in batch:
-                        await conn.execute(
-                            "UPDATE settlement_mints SET state = 'failed', reason = %s"
-                            " WHERE timeslot_id = %s AND wallet = %s AND state = 'pending'",
-                            (outcome, slot_id, wallet),
-                        )
-                    continue
-                (attempt_id,) = await store.record_attempts(
-                    conn, [self._attempt_row("mint", slot_id, outcome)]
-                )
+            if failed:
                 await conn.execute(
-                    "UPDATE settlement_mints SET state = 'sent', attempt_id = %s"
-                    " WHERE timeslot_id = %s AND wallet = ANY(%s) AND state = 'pending'",
-                    (attempt_id, slot_id, [wallet for wallet, _ in batch]),
+                    "UPDATE settlement_mints AS m SET state = 'failed', reason = v.reason"
+                    " FROM unnest(%s::text[], %s::text[]) AS v(wallet, reason)"
+                    " WHERE m.timeslot_id = %s AND m.wallet = v.wallet AND m.state = 'pending'",
+                    ([w for w, _ in failed], [r for _, r in failed], slot_id),
                 )
-                recorded.append((attempt_id, outcome.raw))
+            ids = await store.record_attempts(
+                conn, [self._attempt_row("mint", slot_id, outcome) for _, outcome in good]
+            )
+            wallets = [wallet for batch, _ in good for wallet, _ in batch]
+            owners = [i for (batch, _), i in zip(good, ids, strict=True) for _ in batch]
+            await conn.execute(
+                "UPDATE settlement_mints AS m SET state = 'sent', attempt_id = v.attempt_id"
+                " FROM unnest(%s::text[], %s::bigint[]) AS v(wallet, attempt_id)"
+                " WHERE m.timeslot_id = %s AND m.wallet = v.wallet AND m.state = 'pending'",
+                (wallets, owners, slot_id),
+            )
+        recorded = [(i, outcome.raw) for (_, outcome), i in zip(good, ids, strict=True)]
         await self._after_record(conn, recorded, report)
 
-    async def _mint_transaction(self, slot_id: int, batch: Sequence[tuple[str, int]]) -> _Signed:
+    def _mint_transaction(self, slot_id: int, batch: Sequence[tuple[str, int]]) -> _Signed:
         instructions = [spl.set_compute_unit_limit(_COMPUTE_UNITS_BASE * (1 + len(batch)))]
+        destinations = []
         for wallet, energy_wh in batch:
-            destination = spl.associated_token_address(
-                Pubkey.from_string(wallet), self._energy_mint
-            )
+            destination = self.token_accounts(wallet)[0]
+            destinations.append(destination)
             instructions.append(
                 spl.mint_to_checked(
                     self._energy_mint,
@@ -416,7 +694,8 @@ class Settler:
         instructions.append(
             spl.memo(memo_text("mint", slot_id, 0, len(batch) - 1), [self._authority_key])
         )
-        return await self._sign(instructions, [self.authority, self.oracle])
+        tables = self._tables.for_addresses([self._energy_mint, *destinations])
+        return self._sign(instructions, [self.authority, self.oracle], tables)
 
     async def _mints_final(self, conn: AsyncConnection[DictRow], slot_id: int) -> bool:
         cur = await conn.execute(
@@ -427,6 +706,12 @@ class Settler:
         return await cur.fetchone() is None
 
     # ------------------------------------------------------------------ deliver versus pay
+
+    def _trade_accounts(self, trade: TradeToSend) -> tuple[Pubkey, Pubkey, Pubkey, Pubkey]:
+        """Seller's energy, buyer's energy, buyer's payment, seller's payment accounts."""
+        seller_energy, seller_payment = self.token_accounts(trade.seller_wallet)
+        buyer_energy, buyer_payment = self.token_accounts(trade.buyer_wallet)
+        return seller_energy, buyer_energy, buyer_payment, seller_payment
 
     async def _send_trades(
         self, conn: AsyncConnection[DictRow], slot_id: int, report: SettlementReport
@@ -440,48 +725,84 @@ class Settler:
         pending = [TradeToSend(**row) for row in await cur.fetchall()]
         if not pending:
             return
-        batches = [
-            pending[i : i + _TRADES_PER_TRANSACTION]
-            for i in range(0, len(pending), _TRADES_PER_TRANSACTION)
-        ]
-        signed = await self._simulated_batches(
-            batches, lambda batch: self._dvp_transaction(slot_id, batch), per_item=2
+        batches = pack(
+            pending,
+            self._trade_accounts,
+            self._tables.table_of,
+            fixed=(self._energy_mint, self._payment_mint),
+            static_keys=_DVP_STATIC_KEYS,
+            base_bytes=_DVP_BASE_BYTES,
+            item_bytes=_DVP_ITEM_BYTES,
+            max_items=_MAX_TRADES_PER_TRANSACTION,
         )
-        recorded: list[tuple[int, bytes]] = []
-        async with conn.transaction():
-            for batch, outcome in signed:
-                if isinstance(outcome, str):
-                    (trade,) = batch
-                    await conn.execute(
-                        "UPDATE trade_settlements SET state = 'failed', reason = %s"
-                        " WHERE trade_id = %s AND state = 'pending'",
-                        (outcome, trade.trade_id),
-                    )
-                    report.trades_failed += 1
-                    continue
-                (attempt_id,) = await store.record_attempts(
-                    conn, [self._attempt_row("dvp", slot_id, outcome)]
-                )
-                await conn.execute(
-                    "UPDATE trade_settlements SET state = 'sent', attempt_id = %s"
-                    " WHERE trade_id = ANY(%s) AND state = 'pending'",
-                    (attempt_id, [t.trade_id for t in batch]),
-                )
-                recorded.append((attempt_id, outcome.raw))
-        await self._after_record(conn, recorded, report)
+        # A pipeline: while the ledger simulates or lands one part, the next is built
+        # and signed here. Each part is recorded and committed before it is sent; the
+        # lock keeps one part's bookkeeping transaction whole on the one connection.
+        parts = [
+            batches[i : i + _PIPELINE_TRANSACTIONS]
+            for i in range(0, len(batches), _PIPELINE_TRANSACTIONS)
+        ]
+        limit = asyncio.Semaphore(_PIPELINE_PARTS)
+        bookkeeping = asyncio.Lock()
 
-    async def _dvp_transaction(self, slot_id: int, batch: Sequence[TradeToSend]) -> _Signed:
+        async def settle_part(part: list[list[TradeToSend]]) -> None:
+            async with limit:
+                signed = await self._simulated_batches(
+                    part, lambda batch: self._dvp_transaction(slot_id, batch), per_item=2
+                )
+                async with bookkeeping:
+                    recorded = await self._record_trades(conn, slot_id, signed, report)
+                    await self._after_record(conn, recorded, report)
+
+        await asyncio.gather(*(settle_part(part) for part in parts))
+
+    async def _record_trades(
+        self,
+        conn: AsyncConnection[DictRow],
+        slot_id: int,
+        signed: Sequence[tuple[list[TradeToSend], _Signed | str]],
+        report: SettlementReport,
+    ) -> list[tuple[int, bytes]]:
+        """Record the signed batches (their trades ``sent``) and the failed trades, in
+        one transaction; the attempts to send, with their ids."""
+        failed = [(batch[0], outcome) for batch, outcome in signed if isinstance(outcome, str)]
+        good = [(batch, outcome) for batch, outcome in signed if not isinstance(outcome, str)]
+        async with conn.transaction():
+            if failed:
+                await conn.execute(
+                    "UPDATE trade_settlements AS t SET state = 'failed', reason = v.reason"
+                    " FROM unnest(%s::bigint[], %s::text[]) AS v(trade_id, reason)"
+                    " WHERE t.trade_id = v.trade_id AND t.state = 'pending'",
+                    ([t.trade_id for t, _ in failed], [r for _, r in failed]),
+                )
+                report.trades_failed += len(failed)
+            ids = await store.record_attempts(
+                conn, [self._attempt_row("dvp", slot_id, outcome) for _, outcome in good]
+            )
+            await conn.execute(
+                "UPDATE trade_settlements AS t SET state = 'sent', attempt_id = v.attempt_id"
+                " FROM unnest(%s::bigint[], %s::bigint[]) AS v(trade_id, attempt_id)"
+                " WHERE t.trade_id = v.trade_id AND t.state = 'pending'",
+                (
+                    [t.trade_id for batch, _ in good for t in batch],
+                    [i for (batch, _), i in zip(good, ids, strict=True) for _ in batch],
+                ),
+            )
+        return [(i, outcome.raw) for (_, outcome), i in zip(good, ids, strict=True)]
+
+    def _dvp_transaction(self, slot_id: int, batch: Sequence[TradeToSend]) -> _Signed:
         instructions = [
             spl.set_compute_unit_limit(_COMPUTE_UNITS_BASE + _COMPUTE_UNITS_PER_TRADE * len(batch))
         ]
+        named: list[Pubkey] = [self._energy_mint, self._payment_mint]
         for trade in batch:
-            seller = Pubkey.from_string(trade.seller_wallet)
-            buyer = Pubkey.from_string(trade.buyer_wallet)
+            seller_energy, buyer_energy, buyer_payment, seller_payment = self._trade_accounts(trade)
+            named += (seller_energy, buyer_energy, buyer_payment, seller_payment)
             instructions.append(
                 spl.transfer_checked(
-                    spl.associated_token_address(seller, self._energy_mint),
+                    seller_energy,
                     self._energy_mint,
-                    spl.associated_token_address(buyer, self._energy_mint),
+                    buyer_energy,
                     self._authority_key,
                     amount=trade.delivered_wh,
                     decimals=self.setup.energy_decimals,
@@ -489,9 +810,9 @@ class Settler:
             )
             instructions.append(
                 spl.transfer_checked(
-                    spl.associated_token_address(buyer, self._payment_mint),
+                    buyer_payment,
                     self._payment_mint,
-                    spl.associated_token_address(seller, self._payment_mint),
+                    seller_payment,
                     self._authority_key,
                     amount=trade.payment,
                     decimals=self.setup.payment_decimals,
@@ -502,56 +823,78 @@ class Settler:
                 memo_text("settle", slot_id, batch[0].seq, batch[-1].seq), [self._authority_key]
             )
         )
-        return await self._sign(instructions, [self.authority])
+        return self._sign(instructions, [self.authority], self._tables.for_addresses(named))
 
     # ------------------------------------------------------------------ shared steps
 
-    async def _sign(self, instructions: list[Instruction], signers: list[Keypair]) -> _Signed:
+    async def _blockhash_now(self) -> tuple[Hash, int]:
+        """The pass's blockhash (read once a pass: valid for 150 blocks)."""
         if self._blockhash is None:
             self._blockhash = await self.ledger.latest_blockhash()
+        return self._blockhash
+
+    def _sign(
+        self,
+        instructions: list[Instruction],
+        signers: list[Keypair],
+        tables: Sequence[AddressLookupTableAccount] = (),
+    ) -> _Signed:
+        """Signed with the pass's blockhash (:meth:`_blockhash_now` first); raises
+        :class:`TransactionBuildError` when it does not fit."""
+        assert self._blockhash is not None
         blockhash, last_valid = self._blockhash
-        transaction = build_v0(self.authority, instructions, blockhash, signers=signers[1:])
+        transaction = build_v0(
+            self.authority, instructions, blockhash, signers=signers[1:], lookup_tables=tables
+        )
         raw = bytes(transaction)
         if len(raw) > MAX_TRANSACTION_BYTES:  # build_v0 refuses first; kept as a guard
-            raise ValueError("transaction too large")
+            raise TransactionBuildError("transaction too large")
         return _Signed(transaction, raw, transaction.signatures[0], blockhash, last_valid)
 
     async def _simulated_batches(
         self,
         batches: list[list[T]],
-        build: object,
+        build: Callable[[list[T]], _Signed],
         *,
         per_item: int,
     ) -> list[tuple[list[T], _Signed | str]]:
         """Each batch signed and simulated; a failing item is split off with its reason.
 
         The result pairs each final batch with its signed transaction, or a single
-        item with the reason it cannot settle.
+        item with the reason it cannot settle. Simulations go in rounds, each round
+        one batched request: the batches that passed are done, a failing item named
+        by its instruction leaves its batch and the rest is simulated again next
+        round; a failure that is no item's (budget, fees) halves the batch.
         """
-        assert callable(build)
-        limit = asyncio.Semaphore(_SIMULATIONS_AT_ONCE)
+        await self._blockhash_now()
         prefix = _INSTRUCTION_PREFIX
-
-        async def settle_batch(batch: list[T]) -> list[tuple[list[T], _Signed | str]]:
-            out: list[tuple[list[T], _Signed | str]] = []
-            while batch:
-                signed: _Signed = await build(batch)
-                async with limit:
-                    simulation = await self.ledger.simulate(signed.transaction)
+        out: list[tuple[list[T], _Signed | str]] = []
+        todo = list(batches)
+        while todo:
+            built: list[tuple[list[T], _Signed]] = []
+            later: list[list[T]] = []
+            for batch in todo:
+                try:
+                    built.append((batch, build(batch)))
+                except TransactionBuildError as exc:
+                    if len(batch) == 1:
+                        log.warning("settlement item cannot be built alone: %s", exc)
+                        out.append((batch, "unbuildable"))
+                    else:
+                        later += [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+            simulations = await self.ledger.simulate_many([s.transaction for _, s in built])
+            for (batch, signed), simulation in zip(built, simulations, strict=True):
                 if simulation.error is None:
                     out.append((batch, signed))
-                    return out
+                    continue
                 index = simulation.instruction
                 if index is None or not prefix <= index < prefix + per_item * len(batch):
                     if len(batch) == 1:
                         out.append((batch, _reason(simulation.error, None, per_item, 0)))
-                        return out
-                    # Not one item's fault (budget, fees): halve and try each part.
-                    half = len(batch) // 2
-                    return [
-                        *await settle_batch(batch[:half]),
-                        *await settle_batch(batch[half:]),
-                    ]
+                    else:
+                        # Not one item's fault (budget, fees): halve and try each part.
+                        later += [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+                    continue
                 offset = index - prefix
                 culprit = offset // per_item
                 out.append(
@@ -560,11 +903,11 @@ class Settler:
                         _reason(simulation.error, simulation.custom, per_item, offset),
                     )
                 )
-                batch = batch[:culprit] + batch[culprit + 1 :]
-            return out
-
-        results = await asyncio.gather(*(settle_batch(b) for b in batches))
-        return [pair for result in results for pair in result]
+                rest = batch[:culprit] + batch[culprit + 1 :]
+                if rest:
+                    later.append(rest)
+            todo = later
+        return out
 
     def _attempt_row(self, purpose: str, slot_id: int, signed: _Signed) -> dict[str, object]:
         return {
@@ -592,18 +935,8 @@ class Settler:
     async def _send(
         self, conn: AsyncConnection[DictRow], attempts: list[tuple[int, bytes]]
     ) -> None:
-        """Send recorded bytes; a send that fails is retried by the next resolve."""
-        limit = asyncio.Semaphore(_SIMULATIONS_AT_ONCE)
-
-        async def send(raw: bytes) -> bool:
-            async with limit:
-                try:
-                    await self.ledger.send_raw(raw)
-                except LedgerUnavailableError:
-                    return False
-                return True
-
-        sent = await asyncio.gather(*(send(raw) for _, raw in attempts))
+        """Send recorded bytes, batched; a send that fails is retried by the next resolve."""
+        sent = await self.ledger.send_many([raw for _, raw in attempts])
         await conn.execute(
             "UPDATE ledger_attempts SET sends = sends + 1 WHERE id = ANY(%s)",
             ([attempt_id for (attempt_id, _), ok in zip(attempts, sent, strict=True) if ok],),

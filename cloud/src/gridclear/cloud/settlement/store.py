@@ -1,4 +1,5 @@
-"""Settlement's SQL: the ledger setup, attempts, mints and trade settlements (migration 0040).
+"""Settlement's SQL: the ledger setup, attempts, mints and trade settlements (migration 0040),
+and the registry of address lookup tables (migration 0042).
 
 Every function takes a connection in autocommit mode or inside the caller's
 transaction; the ones that must be atomic together say so and are called inside
@@ -17,10 +18,14 @@ from psycopg.rows import DictRow
 __all__ = [
     "Attempt",
     "LedgerSetup",
+    "LookupTable",
     "TradeToSend",
     "load_setup",
+    "lookup_tables",
     "open_attempts",
     "record_attempts",
+    "record_lookup_entries",
+    "registered_addresses",
     "save_setup",
     "settlement_wallets",
     "settling_slots",
@@ -98,20 +103,80 @@ async def record_attempts(
     conn: AsyncConnection[DictRow], rows: Sequence[dict[str, Any]]
 ) -> list[int]:
     """Insert attempts (keys: purpose, timeslot_id, signature, raw, blockhash,
-    last_valid_block_height); their ids, in order."""
-    ids: list[int] = []
-    async with conn.cursor() as cur:
-        for row in rows:
-            await cur.execute(
-                "INSERT INTO ledger_attempts (purpose, timeslot_id, signature, raw, blockhash,"
-                " last_valid_block_height) VALUES (%(purpose)s, %(timeslot_id)s, %(signature)s,"
-                " %(raw)s, %(blockhash)s, %(last_valid_block_height)s) RETURNING id",
-                row,
-            )
-            found = await cur.fetchone()
-            assert found is not None
-            ids.append(int(found["id"]))
-    return ids
+    last_valid_block_height) in one statement; their ids, in order."""
+    if not rows:
+        return []
+    cur = await conn.execute(
+        "INSERT INTO ledger_attempts (purpose, timeslot_id, signature, raw, blockhash,"
+        " last_valid_block_height)"
+        " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bytea[], %s::text[],"
+        " %s::bigint[]) RETURNING id, signature",
+        (
+            [row["purpose"] for row in rows],
+            [row["timeslot_id"] for row in rows],
+            [row["signature"] for row in rows],
+            [row["raw"] for row in rows],
+            [row["blockhash"] for row in rows],
+            [row["last_valid_block_height"] for row in rows],
+        ),
+    )
+    ids = {str(found["signature"]): int(found["id"]) for found in await cur.fetchall()}
+    return [ids[str(row["signature"])] for row in rows]
+
+
+@dataclass(frozen=True)
+class LookupTable:
+    """A lookup table of the registry: its address, whether its creation landed, its fill."""
+
+    address: str
+    recent_slot: int
+    created: bool
+    entries: int
+
+
+async def lookup_tables(conn: AsyncConnection[DictRow], authority: str) -> list[LookupTable]:
+    """Every table ``authority`` created or is creating, oldest first, with its entry count
+    (entries of extensions still open included: they will take room when they land)."""
+    cur = await conn.execute(
+        "SELECT t.address, t.recent_slot, a.state = 'landed' AS created,"
+        " (SELECT count(*) FROM lookup_table_entries e WHERE e.lookup_table = t.address)"
+        " AS entries FROM lookup_tables t JOIN ledger_attempts a ON a.id = t.attempt_id"
+        " WHERE t.authority = %s ORDER BY t.created_at, t.address",
+        (authority,),
+    )
+    return [
+        LookupTable(
+            str(row["address"]), int(row["recent_slot"]), bool(row["created"]), int(row["entries"])
+        )
+        for row in await cur.fetchall()
+    ]
+
+
+async def registered_addresses(
+    conn: AsyncConnection[DictRow], addresses: Sequence[str]
+) -> dict[str, tuple[str, bool]]:
+    """Of ``addresses``, those placed in a table: address → (table, whether it landed)."""
+    cur = await conn.execute(
+        "SELECT e.address, e.lookup_table, a.state = 'landed' AS landed"
+        " FROM lookup_table_entries e JOIN ledger_attempts a ON a.id = e.attempt_id"
+        " WHERE e.address = ANY(%s)",
+        (list(addresses),),
+    )
+    return {
+        str(row["address"]): (str(row["lookup_table"]), bool(row["landed"]))
+        for row in await cur.fetchall()
+    }
+
+
+async def record_lookup_entries(
+    conn: AsyncConnection[DictRow], table: str, addresses: Sequence[str], attempt_id: int
+) -> None:
+    """Record that the attempt ``attempt_id`` puts ``addresses`` into ``table``."""
+    await conn.execute(
+        "INSERT INTO lookup_table_entries (address, lookup_table, attempt_id)"
+        " SELECT unnest(%s::text[]), %s, %s",
+        (list(addresses), table, attempt_id),
+    )
 
 
 async def settling_slots(conn: AsyncConnection[DictRow]) -> list[int]:
