@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -508,25 +509,47 @@ async def test_a_ledger_node_killed_mid_settlement_pays_each_trade_once(
     assert clean.returncode == 0, clean.stdout + clean.stderr
 
 
-async def _garbage_server(answer: bytes | None) -> tuple[asyncio.Server, str]:
-    """An HTTP endpoint that answers ``answer`` to anything (None: never answers)."""
+class _GarbageLedger:
+    """An HTTP endpoint answering ``answer`` to anything (None: never answers)."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(65536)
-        if answer is None:
-            await asyncio.sleep(3600)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-            + str(len(answer)).encode()
-            + b"\r\n\r\n"
-            + answer
-        )
-        await writer.drain()
-        writer.close()
+    def __init__(self, answer: bytes | None) -> None:
+        self.answer = answer
+        self.done = asyncio.Event()
+        self.handlers: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}"
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        try:
+            await reader.read(65536)
+            if self.answer is None:
+                await self.done.wait()
+            else:
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(self.answer)).encode()
+                    + b"\r\n\r\n"
+                    + self.answer
+                )
+                await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            self.handlers.discard(task)
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.done.set()
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
 
 
 @pytest.mark.parametrize(
@@ -540,14 +563,10 @@ async def test_a_ledger_answering_garbage_changes_nothing(
     seller = await world.participant("export")
     buyer = await world.participant("import", funds=10_000_000)
     slot = world.settling_slot([TradeSpec(seller, buyer, 1_000, PRICE)], {seller.meter_id: 1_000})
-    server, url = await _garbage_server(answer)
-    try:
-        async with LedgerClient(url, timeout_s=1.0) as garbage:
-            settler = Settler(garbage, world.setup, oracle=world.oracle, authority=world.authority)
-            with pytest.raises(LedgerUnavailableError):
-                await settler.run_once(world.conn)
-    finally:
-        server.close()
+    async with _GarbageLedger(answer) as url, LedgerClient(url, timeout_s=1.0) as garbage:
+        settler = Settler(garbage, world.setup, oracle=world.oracle, authority=world.authority)
+        with pytest.raises(LedgerUnavailableError):
+            await settler.run_once(world.conn)
     assert await world.slot_state(slot) == "settling"
     cur = await world.conn.execute("SELECT count(*) AS n FROM ledger_attempts WHERE state = 'open'")
     row = await cur.fetchone()
