@@ -47,6 +47,13 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "BAD_REQUEST"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    # Account lifecycle and request deadlines.
+    LINK_INVALID = "LINK_INVALID"
+    LINK_EXPIRED = "LINK_EXPIRED"
+    LINK_USED = "LINK_USED"
+    UNSETTLED_TRADES = "UNSETTLED_TRADES"
+    LAST_SIGN_IN_METHOD = "LAST_SIGN_IN_METHOD"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 
     @property
     def status(self) -> int:
@@ -81,6 +88,12 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.LINK_INVALID: 400,
+    ErrorCode.LINK_EXPIRED: 410,
+    ErrorCode.LINK_USED: 409,
+    ErrorCode.UNSETTLED_TRADES: 409,
+    ErrorCode.LAST_SIGN_IN_METHOD: 409,
+    ErrorCode.DEADLINE_EXCEEDED: 503,
 }
 
 _MESSAGE: dict[ErrorCode, str] = {
@@ -107,6 +120,12 @@ _MESSAGE: dict[ErrorCode, str] = {
     ErrorCode.BAD_REQUEST: "Bad request",
     ErrorCode.SERVICE_UNAVAILABLE: "The service is not ready",
     ErrorCode.INTERNAL_ERROR: "Internal server error",
+    ErrorCode.LINK_INVALID: "This link is not valid; ask for a new one",
+    ErrorCode.LINK_EXPIRED: "This link has expired; ask for a new one",
+    ErrorCode.LINK_USED: "This link was already used, or a newer one replaced it",
+    ErrorCode.UNSETTLED_TRADES: "The account has trades not yet settled; retry once they are",
+    ErrorCode.LAST_SIGN_IN_METHOD: "This is the account's only way to sign in",
+    ErrorCode.DEADLINE_EXCEEDED: "The request took too long and was stopped; retry later",
 }
 
 

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from gridclear.cloud.api.metrics import ApiMetrics
 from gridclear.cloud.api.ratelimit import RateLimiter
 from gridclear.cloud.identity.accounts import UserLoader
+from gridclear.cloud.identity.mail import MailOutbox
 from gridclear.cloud.identity.nonces import NonceStore
 from gridclear.cloud.identity.passwords import Passwords
 from gridclear.cloud.identity.sessions import SessionRevocations
@@ -51,5 +52,7 @@ class Services:
     market_config: ConfigCache
     orders: OrderPlacer
     """Places orders, batching the requests that arrive together."""
+    mail: MailOutbox
+    """Sends account mail (verification and reset links) in the background."""
     started_monotonic: float = field(default_factory=time.monotonic)
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
