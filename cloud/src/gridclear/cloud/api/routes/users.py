@@ -7,7 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, status
 
-from gridclear.cloud.api.deps import CurrentPrincipal, CurrentSession, ServicesDep, hit_limit
+from gridclear.cloud.api.deps import (
+    CurrentPrincipal,
+    CurrentSession,
+    ServicesDep,
+    hit_limit,
+    request_id,
+)
 from gridclear.cloud.api.envelope import Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
 from gridclear.cloud.api.routes._common import (
@@ -28,7 +34,7 @@ from gridclear.cloud.api.schemas import (
     UserOut,
     VerifyIn,
 )
-from gridclear.cloud.audit import AuditEvent
+from gridclear.cloud.audit import AuditEvent, record_audit
 from gridclear.cloud.identity import account_links, accounts
 from gridclear.cloud.identity.siws import is_solana_address
 from gridclear.cloud.market import accounts as market_accounts
@@ -295,13 +301,14 @@ async def delete_me(
                 cancelled = await market_accounts.cancel_open_orders(
                     conn, user_id=user_id, actor_id=user_id, reason="account_deleted"
                 )
-                await audit_in(
+                # Without the client address: the person's addresses are what is removed.
+                await record_audit(
                     conn,
-                    request,
-                    AuditEvent.ACCOUNT_DELETE,
-                    "success",
+                    event=AuditEvent.ACCOUNT_DELETE,
+                    outcome="success",
                     actor_id=user_id,
                     subject=str(user_id),
+                    request_id=request_id(request),
                     details={
                         "cancelledOrders": cancelled,
                         "walletsUnlinked": len(deleted.wallets),
