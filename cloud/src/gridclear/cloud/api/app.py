@@ -161,6 +161,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(orders.supplies_router)
     app.include_router(timeslots.router, dependencies=per_ip)
     app.include_router(meter_routes.router, dependencies=per_ip)
+    app.include_router(auth.sign_in_router)  # counts the address with its own limits
     app.include_router(auth.router, dependencies=per_ip)
     app.include_router(users.router, dependencies=per_ip)
     app.include_router(keys.router, dependencies=per_ip)

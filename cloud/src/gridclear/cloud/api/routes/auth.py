@@ -7,6 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, Request, status
 
 from gridclear.cloud.api.deps import (
+    API_GROUP,
     CurrentPrincipal,
     CurrentSession,
     ServicesDep,
@@ -61,12 +62,17 @@ __all__ = [
     "request_password_reset",
     "reset_password",
     "router",
+    "sign_in_router",
     "validate",
     "verify_email",
     "verify_sign_in",
 ]
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+sign_in_router = APIRouter(prefix="/api/auth", tags=["auth"])
+"""``init`` and ``verify``: included without the per-address ``api`` dependency, because
+they count the address in ``api`` themselves, in the same Redis round trip as their
+other limits."""
 
 _LIMITED = error_responses(ErrorCode.VALIDATION_ERROR, ErrorCode.RATE_LIMIT_EXCEEDED)
 _AUTHED = error_responses(
@@ -85,14 +91,16 @@ _SESSION_ONLY = error_responses(
 
 
 async def _sign_in_limits(services: ServicesDep, request: Request, account_key: str) -> None:
-    """The ``auth`` limit (per client address) and ``account`` (per wallet or email) at once.
+    """``api`` and ``auth`` (per client address) and ``account`` (per wallet) at once.
 
-    One Redis round trip for both: sign-in is the busiest route without a token.
+    One Redis round trip for the three: sign-in is the busiest route without a token.
     """
-    await hit_limits(services, ("auth", client_ip(request)), ("account", account_key))
+    address = client_ip(request)
+    await hit_limits(services, (API_GROUP, address), ("auth", address), ("account", account_key))
+    request.state.api_counted = True
 
 
-@router.post(
+@sign_in_router.post(
     "/init",
     summary="Start a wallet sign-in: get the message to sign",
     responses=_LIMITED,
@@ -143,7 +151,7 @@ async def issue_challenge(
     return ChallengeOut(nonce=nonce, message=message, expires_at=expires)
 
 
-@router.post(
+@sign_in_router.post(
     "/verify",
     summary="Finish a wallet sign-in: send the signed message, get tokens",
     responses=error_responses(
