@@ -75,6 +75,8 @@ RELEASED = {
     "gridclear.cloud.settlement.funds.WalletRequiredError": "wallet_required",
     "gridclear.cloud.settlement.onboarding.ApprovalError": "approval_refused",
     "gridclear.cloud.settlement.setup.LedgerSetupError": "ledger_setup",
+    "gridclear.cloud.identity.account_links.LinkRefusedError": "link_refused",
+    "gridclear.cloud.identity.accounts.WalletUnlinkError": "wallet_unlink_refused",
     "gridclear.cloud.ledger.node.store.StoreError": "ledger_state_unusable",
     "gridclear.cloud.market._priority.DuplicateIdError": "duplicate_order_id",
     "gridclear.cloud.market.clearing.BookError": "bad_book",

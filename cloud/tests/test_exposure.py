@@ -25,6 +25,9 @@ def _production(db: str, redis_url: str, prefix: str, **overrides: Any) -> Setti
         env="production",
         argon2_time_cost=2,
         argon2_memory_kib=OWASP_ARGON2_MIN_MEMORY_KIB,
+        smtp_host="localhost",
+        smtp_tls="none",
+        mail_from="gridclear <no-reply@market.example.org>",
         **overrides,
     )
 

@@ -14,6 +14,10 @@ _PRODUCTION = {
     "GRIDCLEAR_SIWS_DOMAIN": "market.example.org",
     "GRIDCLEAR_DATABASE_URL": "postgresql://db/gridclear",
     "GRIDCLEAR_REDIS_URL": "redis://cache:6379/0",
+    "GRIDCLEAR_SMTP_HOST": "smtp.example.org",
+    "GRIDCLEAR_SMTP_USERNAME": "gridclear",
+    "GRIDCLEAR_SMTP_PASSWORD": "a-mail-password",
+    "GRIDCLEAR_MAIL_FROM": "gridclear <no-reply@market.example.org>",
 }
 
 

@@ -8,6 +8,7 @@ from typing import Final
 
 __all__ = [
     "ACCESS_TOKEN_TTL_S",
+    "ACCOUNT_LINK_TTL_S",
     "ADMIN_PASSWORD",
     "API_DOCS",
     "ARGON2_MEMORY_KIB",
@@ -16,6 +17,7 @@ __all__ = [
     "DATABASE_URL",
     "DB_POOL_MAX",
     "DB_POOL_MIN",
+    "DB_STATEMENT_TIMEOUT_MS",
     "ENV",
     "FORWARDED_ALLOW_IPS",
     "HTTP_BODY_TIMEOUT_S",
@@ -29,6 +31,7 @@ __all__ = [
     "JWT_PRIVATE_KEY_FILE",
     "LOG_FORMAT",
     "LOG_LEVEL",
+    "MAIL_FROM",
     "MARKET_EPOCH",
     "MARKET_EPOCH_AT",
     "MARKET_SPEED",
@@ -37,11 +40,13 @@ __all__ = [
     "MQTT_URL",
     "NONCE_TTL_S",
     "ORACLE_KEY_FILE",
+    "PUBLIC_URL",
     "RATE_LIMITS",
     "RATE_LIMITS_ENABLED",
     "REDIS_KEY_PREFIX",
     "REDIS_URL",
     "REFRESH_TOKEN_TTL_S",
+    "REQUEST_TIMEOUT_S",
     "SCHEDULER_INTERVAL_S",
     "SETTLEMENT_FAULT",
     "SETTLEMENT_KEY_FILE",
@@ -49,6 +54,11 @@ __all__ = [
     "SIWS_DOMAIN",
     "SIWS_STATEMENT",
     "SIWS_URI",
+    "SMTP_HOST",
+    "SMTP_PASSWORD",
+    "SMTP_PORT",
+    "SMTP_TLS",
+    "SMTP_USERNAME",
     "SOLANA_COMMITMENT",
     "SOLANA_RPC_URL",
     "TEST_TIMESCALE_URL",
@@ -120,6 +130,26 @@ HTTP_KEEPALIVE_TIMEOUT_S: Final = "GRIDCLEAR_HTTP_KEEPALIVE_TIMEOUT_S"
 """Seconds an idle keep-alive connection stays open between requests."""
 HTTP_MAX_CONNECTIONS: Final = "GRIDCLEAR_HTTP_MAX_CONNECTIONS"
 """Connections (and tasks) per API worker process past which new requests answer 503."""
+
+REQUEST_TIMEOUT_S: Final = "GRIDCLEAR_REQUEST_TIMEOUT_S"
+"""Seconds an API request may take before it is cancelled and answered 503 (default 10)."""
+DB_STATEMENT_TIMEOUT_MS: Final = "GRIDCLEAR_DB_STATEMENT_TIMEOUT_MS"
+"""PostgreSQL ``statement_timeout`` of the API's connections, ms (default: the request's)."""
+
+SMTP_HOST: Final = "GRIDCLEAR_SMTP_HOST"
+"""The mail server that sends verification and password-reset links (required in production)."""
+SMTP_PORT: Final = "GRIDCLEAR_SMTP_PORT"
+"""Its port (default: 587 for starttls, 465 for implicit, 25 for none)."""
+SMTP_TLS: Final = "GRIDCLEAR_SMTP_TLS"
+"""``starttls`` (default), ``implicit`` (TLS from the first byte) or ``none``."""
+SMTP_USERNAME: Final = "GRIDCLEAR_SMTP_USERNAME"
+SMTP_PASSWORD: Final = "GRIDCLEAR_SMTP_PASSWORD"  # noqa: S105 (a name, not a secret)
+MAIL_FROM: Final = "GRIDCLEAR_MAIL_FROM"
+"""The sender of account mail (``gridclear <no-reply@market.example.org>``)."""
+PUBLIC_URL: Final = "GRIDCLEAR_PUBLIC_URL"
+"""The web address account links point at (default: GRIDCLEAR_SIWS_URI)."""
+ACCOUNT_LINK_TTL_S: Final = "GRIDCLEAR_ACCOUNT_LINK_TTL_S"
+"""Seconds a mailed verification or reset link works (default 3600)."""
 
 ADMIN_PASSWORD: Final = "GRIDCLEAR_ADMIN_PASSWORD"  # noqa: S105 (a name, not a secret)
 """``admin create`` reads the new admin's password from here when set (automation)."""

@@ -6,7 +6,7 @@
     ├── SettingsError                 the settings cannot be used (settings; a ValueError)
     ├── MigrationError                the schema cannot be migrated (storage.migrations)
     ├── AccountConflictError, LastAdminError, RefreshError, TokenError,
-    │   MessageFormatError, BootstrapError              (identity)
+    │   MessageFormatError, BootstrapError, LinkRefusedError, WalletUnlinkError   (identity)
     ├── DeviceError                   a registry operation was refused (devices.registry)
     │   └── NotFoundError, DeviceExistsError, KeyConflictError, EnrolmentError, HasKeyError
     ├── MarketError                   an order or slot operation was refused (market.store)

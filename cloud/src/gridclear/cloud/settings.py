@@ -69,6 +69,8 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "register": "10/minute;60/hour",
     # Gateway enrolment (the token is the credential), per client address.
     "enroll": "10/minute",
+    # Account mail (verification and reset links) per email address, asked for from anywhere.
+    "mail": "5/hour",
     # Every other /api route, per client address.
     "api": "600/minute",
     # Every authenticated request, per user or API key.
@@ -218,6 +220,49 @@ class Settings(ProcessSettings):
     api_docs: bool | None = Field(default=None, validation_alias=names.API_DOCS)
     """GRIDCLEAR_API_DOCS: serve the OpenAPI document and its pages (None: development only)."""
 
+    request_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, validation_alias=names.REQUEST_TIMEOUT_S
+    )
+    """GRIDCLEAR_REQUEST_TIMEOUT_S: a request's deadline; past it, 503 and the work cancelled."""
+    db_statement_timeout_ms: int | None = Field(
+        default=None, ge=1, le=3_600_000, validation_alias=names.DB_STATEMENT_TIMEOUT_MS
+    )
+    """GRIDCLEAR_DB_STATEMENT_TIMEOUT_MS: the API connections' ``statement_timeout``.
+
+    None: the request deadline, so no statement outlives the request that sent it.
+    """
+
+    smtp_host: str | None = Field(default=None, validation_alias=names.SMTP_HOST)
+    """GRIDCLEAR_SMTP_HOST: where account mail (verification, password reset) is sent."""
+    smtp_port: int | None = Field(default=None, ge=1, le=65535, validation_alias=names.SMTP_PORT)
+    """GRIDCLEAR_SMTP_PORT (None: the TLS mode's usual port)."""
+    smtp_tls: Literal["starttls", "implicit", "none"] = Field(
+        default="starttls", validation_alias=names.SMTP_TLS
+    )
+    """GRIDCLEAR_SMTP_TLS: ``starttls``, ``implicit`` or ``none``."""
+    smtp_username: str | None = Field(default=None, validation_alias=names.SMTP_USERNAME)
+    smtp_password: SecretStr | None = Field(default=None, validation_alias=names.SMTP_PASSWORD)
+    mail_from: str | None = Field(default=None, validation_alias=names.MAIL_FROM)
+    """GRIDCLEAR_MAIL_FROM: the sender of account mail."""
+    public_url: str | None = Field(default=None, validation_alias=names.PUBLIC_URL)
+    """GRIDCLEAR_PUBLIC_URL: where account links point (None: the SIWS URI)."""
+    account_link_ttl_s: int = Field(
+        default=3600, ge=60, le=7 * 86_400, validation_alias=names.ACCOUNT_LINK_TTL_S
+    )
+    """GRIDCLEAR_ACCOUNT_LINK_TTL_S: how long a verification or reset link works."""
+
+    @property
+    def smtp_port_or_default(self) -> int:
+        """The SMTP port: the one set, or the TLS mode's usual one."""
+        if self.smtp_port is not None:
+            return self.smtp_port
+        return {"starttls": 587, "implicit": 465, "none": 25}[self.smtp_tls]
+
+    @property
+    def link_base_url(self) -> str:
+        """The web address account links start with (no trailing slash)."""
+        return (self.public_url or self.siws_uri).rstrip("/")
+
     # The HTTP server's own limits (uvicorn; see gridclear.cloud.api.server_limits).
     http_max_head_bytes: int = Field(
         default=16 * 1024, ge=1024, le=1024 * 1024, validation_alias=names.HTTP_MAX_HEAD_BYTES
@@ -257,7 +302,17 @@ class Settings(ProcessSettings):
     def _no_empty_rpc_url(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("metrics_token", mode="before")
+    @field_validator(
+        "metrics_token",
+        "smtp_host",
+        "smtp_port",
+        "smtp_username",
+        "smtp_password",
+        "mail_from",
+        "public_url",
+        "db_statement_timeout_ms",
+        mode="before",
+    )
     @classmethod
     def _no_empty_token(cls, value: object) -> object:
         # An empty variable (compose passes ${VAR:-}) means no token, not an empty one.
@@ -318,8 +373,31 @@ class Settings(ProcessSettings):
                 f"{names.METRICS_TOKEN} must be at least {MIN_METRICS_TOKEN_CHARS} characters "
                 "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
+        problems += self._mail_problems()
         if problems:
             raise ValueError("refusing to run in production: " + "; ".join(problems))
+
+    def _mail_problems(self) -> list[str]:
+        """Production sends account links by mail: a server, a sender, and a safe way there."""
+        problems = []
+        if not self.smtp_host:
+            problems.append(
+                f"set {names.SMTP_HOST} (and {names.SMTP_TLS}, {names.SMTP_USERNAME}, "
+                f"{names.SMTP_PASSWORD}): verification and password-reset links go by mail"
+            )
+        if not self.mail_from:
+            problems.append(f"set {names.MAIL_FROM}, the sender of account mail")
+        local = self.smtp_host in {"localhost", "127.0.0.1", "::1"}
+        if self.smtp_host and not local:
+            if self.smtp_tls == "none":
+                problems.append(
+                    f"{names.SMTP_TLS}=none sends reset links in clear text: only to a local relay"
+                )
+            if not self.smtp_username or self.smtp_password is None:
+                problems.append(
+                    f"set {names.SMTP_USERNAME} and {names.SMTP_PASSWORD} for {self.smtp_host}"
+                )
+        return problems
 
     def signing_key(self) -> Ed25519PrivateKey:
         """The access-token signing key; raises :class:`SettingsError` if unusable."""

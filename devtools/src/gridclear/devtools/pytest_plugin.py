@@ -14,6 +14,8 @@ Isolation between tests:
 - ``database_url``: a fresh database per test module, dropped afterwards.
 - ``redis_prefix``: a unique key prefix per test; its keys are deleted afterwards.
 - ``mqtt_topic_prefix``: a unique topic prefix per test.
+- ``smtp_server``: a real SMTP server per test (:class:`~gridclear.devtools.smtp.MailSink`)
+  that keeps every message it receives; tests wait for mail to arrive.
 
 The fixtures for the local servers (``local_postgres``, ``local_mosquitto``, …)
 give fault tests the server object itself, to stop, kill and restart it.
@@ -37,7 +39,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -50,6 +52,9 @@ from gridclear.devtools.localservices import (
     RedisServer,
 )
 from gridclear.devtools.metersim import MetersimProcess
+
+if TYPE_CHECKING:
+    from gridclear.devtools.smtp import MailSink
 
 __all__ = [
     "BROKER_POLICY",
@@ -68,6 +73,7 @@ __all__ = [
     "redis_prefix",
     "redis_url",
     "server_dir",
+    "smtp_server",
 ]
 
 BROKER_POLICY = REPO_ROOT / "deploy" / "mosquitto" / "conf.d"
@@ -217,6 +223,15 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 def mqtt_topic_prefix() -> str:
     """A topic prefix no other test uses (``test/<random>/``)."""
     return f"test/{uuid.uuid4().hex[:12]}/"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[MailSink]:
+    """An SMTP server on a free loopback port (plain SMTP) that records every message."""
+    from gridclear.devtools.smtp import MailSink
+
+    with MailSink() as sink:
+        yield sink
 
 
 # ------------------------------------------------------------ simulated meters

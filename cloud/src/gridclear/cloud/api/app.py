@@ -56,7 +56,7 @@ from gridclear.cloud.api.deps import API_GROUP, rate_limit
 from gridclear.cloud.api.envelope import failure_body
 from gridclear.cloud.api.errors import ApiError, ErrorCode, refusal
 from gridclear.cloud.api.metrics import CONTENT_TYPE_LATEST, ApiMetrics
-from gridclear.cloud.api.middleware import BodyLimit, NoNul, RequestContext
+from gridclear.cloud.api.middleware import BodyLimit, Deadline, NoNul, RequestContext
 from gridclear.cloud.api.ratelimit import RateLimiter
 from gridclear.cloud.api.realtime import RealtimeServer
 from gridclear.cloud.api.routes import (
@@ -75,6 +75,7 @@ from gridclear.cloud.api.routes import meters as meter_routes
 from gridclear.cloud.api.services import Clock, Services
 from gridclear.cloud.errors import GridclearCloudError
 from gridclear.cloud.identity.accounts import UserLoader
+from gridclear.cloud.identity.mail import LogMailer, Mailer, MailOutbox, SmtpMailer
 from gridclear.cloud.identity.nonces import NonceStore
 from gridclear.cloud.identity.passwords import Passwords
 from gridclear.cloud.identity.sessions import SessionRevocations
@@ -162,6 +163,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(orders.supplies_router)
     app.include_router(timeslots.router, dependencies=per_ip)
     app.include_router(meter_routes.router, dependencies=per_ip)
+    app.include_router(auth.sign_in_router)  # counts the address with its own limits
     app.include_router(auth.router, dependencies=per_ip)
     app.include_router(users.router, dependencies=per_ip)
     app.include_router(keys.router, dependencies=per_ip)
@@ -198,6 +200,9 @@ async def _open_services(
             settings.database_url,
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
+            statement_timeout_ms=(
+                settings.db_statement_timeout_ms or int(settings.request_timeout_s * 1000)
+            ),
         )
     )
     await _check_schema(pool)
@@ -223,6 +228,8 @@ async def _open_services(
     if settings.solana_rpc_url is not None:
         ledger = LedgerClient(settings.solana_rpc_url, commitment=settings.solana_commitment)
         stack.push_async_callback(ledger.close)
+    mail = MailOutbox(_mailer(settings))
+    stack.push_async_callback(mail.aclose)
     return Services(
         settings=settings,
         clock=now,
@@ -247,7 +254,27 @@ async def _open_services(
         market_config=ConfigCache(pool),
         orders=placer,
         ledger=ledger,
+        mail=mail,
     )
+
+
+def _mailer(settings: Settings) -> Mailer:
+    """SMTP when configured; otherwise (development only: production refuses) the log."""
+    if settings.smtp_host:
+        return SmtpMailer(
+            host=settings.smtp_host,
+            port=settings.smtp_port_or_default,
+            tls=settings.smtp_tls,
+            username=settings.smtp_username,
+            password=(
+                settings.smtp_password.get_secret_value() if settings.smtp_password else None
+            ),
+        )
+    log.warning(
+        "DEVELOPMENT: no GRIDCLEAR_SMTP_HOST; verification and password-reset links are "
+        "LOGGED, not mailed. Anyone who reads this log can use them. Never run so in production."
+    )
+    return LogMailer()
 
 
 def _install_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
@@ -264,6 +291,7 @@ def _install_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics) -
         allow_credentials=False,
         max_age=600,
     )
+    app.add_middleware(Deadline, seconds=settings.request_timeout_s, metrics=metrics)
     app.add_middleware(RequestContext, metrics=metrics, hsts=settings.env == "production")
 
 
@@ -490,7 +518,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     "429", {**generic, "description": "Error: RATE_LIMIT_EXCEEDED"}
                 )
                 responses.setdefault(
-                    "503", {**generic, "description": "Error: SERVICE_UNAVAILABLE"}
+                    "503",
+                    {**generic, "description": "Error: SERVICE_UNAVAILABLE, DEADLINE_EXCEEDED"},
                 )
             if "AUTHENTICATION_REQUIRED" in responses.get("401", {}).get("description", ""):
                 operation["security"] = [{"bearerAuth": []}, {"apiKey": []}]

@@ -42,6 +42,7 @@ __all__ = [
     "current_session",
     "get_services",
     "hit_limit",
+    "hit_limits",
     "public_reader",
     "rate_limit",
     "request_id",
@@ -95,6 +96,13 @@ async def hit_limit(services: Services, group: str, key: str) -> None:
         await services.limiter.hit(group, key)
     except RateLimitExceededError as exc:
         raise _limited(services, exc.group, exc.retry_after_s) from exc
+
+
+async def hit_limits(services: Services, *hits: tuple[str, str]) -> None:
+    """Count one request per ``(group, key)`` in one Redis round trip; 429 past any limit."""
+    admission = await services.limiter.admit(hits)
+    if admission.limited_group is not None:
+        raise _limited(services, admission.limited_group, admission.retry_after_s)
 
 
 def _limited(services: Services, group: str, retry_after_s: int) -> ApiError:

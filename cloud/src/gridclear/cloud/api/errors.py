@@ -50,6 +50,13 @@ class ErrorCode(StrEnum):
     WALLET_REQUIRED = "WALLET_REQUIRED"
     TRANSACTION_NOT_OFFERED = "TRANSACTION_NOT_OFFERED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    # Account lifecycle and request deadlines.
+    LINK_INVALID = "LINK_INVALID"
+    LINK_EXPIRED = "LINK_EXPIRED"
+    LINK_USED = "LINK_USED"
+    UNSETTLED_TRADES = "UNSETTLED_TRADES"
+    LAST_SIGN_IN_METHOD = "LAST_SIGN_IN_METHOD"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 
     @property
     def status(self) -> int:
@@ -87,6 +94,12 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.WALLET_REQUIRED: 409,
     ErrorCode.TRANSACTION_NOT_OFFERED: 400,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.LINK_INVALID: 400,
+    ErrorCode.LINK_EXPIRED: 410,
+    ErrorCode.LINK_USED: 409,
+    ErrorCode.UNSETTLED_TRADES: 409,
+    ErrorCode.LAST_SIGN_IN_METHOD: 409,
+    ErrorCode.DEADLINE_EXCEEDED: 503,
 }
 
 _MESSAGE: dict[ErrorCode, str] = {
@@ -116,6 +129,12 @@ _MESSAGE: dict[ErrorCode, str] = {
     ErrorCode.WALLET_REQUIRED: "Approve a wallet for settlement first",
     ErrorCode.TRANSACTION_NOT_OFFERED: "This transaction is not the one offered",
     ErrorCode.INTERNAL_ERROR: "Internal server error",
+    ErrorCode.LINK_INVALID: "This link is not valid; ask for a new one",
+    ErrorCode.LINK_EXPIRED: "This link has expired; ask for a new one",
+    ErrorCode.LINK_USED: "This link was already used, or a newer one replaced it",
+    ErrorCode.UNSETTLED_TRADES: "The account has trades not yet settled; retry once they are",
+    ErrorCode.LAST_SIGN_IN_METHOD: "This is the account's only way to sign in",
+    ErrorCode.DEADLINE_EXCEEDED: "The request took too long and was stopped; retry later",
 }
 
 

@@ -1,5 +1,5 @@
 """ASGI middleware of the API: request ids, logs, metrics, security headers, body limit,
-and the refusal of NUL characters in every string a request carries.
+request deadlines, and the refusal of NUL characters in every string a request carries.
 
 Written as plain ASGI callables rather than Starlette's ``BaseHTTPMiddleware``,
 which costs a task and a stream per request. :class:`RequestContext` is also the
@@ -9,6 +9,7 @@ last line of defence: an exception nothing else handled becomes the generic
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -26,7 +27,7 @@ from gridclear.cloud.api.errors import ErrorCode
 from gridclear.cloud.api.metrics import ApiMetrics
 from gridclear.cloud.logs import request_id_var
 
-__all__ = ["BodyLimit", "NoNul", "RequestContext", "json_error"]
+__all__ = ["BodyLimit", "Deadline", "NoNul", "RequestContext", "json_error"]
 
 log = logging.getLogger("gridclear.cloud.api.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -144,6 +145,64 @@ def _incoming_request_id(scope: Scope) -> str | None:
             text = value.decode("latin-1")
             return text if _REQUEST_ID.match(text) else None
     return None
+
+
+class Deadline:
+    """Every ``/api`` request finishes within ``seconds`` or is cancelled and answered 503.
+
+    The request's task is cancelled at the deadline: whatever it awaits stops,
+    a PostgreSQL query included (psycopg sends the server a cancel request when
+    its wait is cancelled, and the pool rolls the connection back), so no work
+    goes on for an answer nobody will read. The answer is ``503
+    DEADLINE_EXCEEDED`` with ``Retry-After`` in the headers and
+    ``details.retryAfter`` in the envelope. A response already started cannot be
+    replaced: its connection is closed instead. Socket.IO and ``/metrics`` are
+    not API requests and have no deadline here.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, seconds: float, metrics: ApiMetrics, retry_after_s: int = 2
+    ) -> None:
+        self.app = app
+        self.seconds = seconds
+        self.metrics = metrics
+        self.retry_after_s = retry_after_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        deadline = asyncio.timeout(self.seconds)
+        try:
+            async with deadline:
+                await self.app(scope, receive, tracking_send)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # a TimeoutError of the request's own, not the deadline's
+            log.warning(
+                "deadline of %.1f s exceeded: %s %s cancelled",
+                self.seconds,
+                scope["method"],
+                scope["path"],
+            )
+            self.metrics.errors.labels(ErrorCode.DEADLINE_EXCEEDED.value).inc()
+            if started:
+                raise
+            retry = str(self.retry_after_s).encode()
+            for message in json_error(
+                ErrorCode.DEADLINE_EXCEEDED,
+                details={"retryAfter": self.retry_after_s, "deadlineSeconds": self.seconds},
+                headers=[(b"retry-after", retry)],
+            ):
+                await send(message)
 
 
 class BodyLimit:

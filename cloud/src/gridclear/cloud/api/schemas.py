@@ -19,18 +19,23 @@ from gridclear.cloud.identity.roles import Role, Scope
 __all__ = [
     "EARLIEST",
     "LATEST",
+    "AccountDeletedOut",
     "ApiKeyCreateIn",
     "ApiKeyCreatedOut",
     "ApiKeyOut",
     "AuditEntryOut",
     "ChallengeOut",
     "CredentialsIn",
+    "EmailIn",
     "HealthOut",
     "InitIn",
     "IsoDatetime",
+    "LinkAcceptedOut",
+    "LinkTokenIn",
     "LoggedOutOut",
     "LoginIn",
     "PasswordChangeIn",
+    "PasswordResetIn",
     "ProfileUpdateIn",
     "ReadyOut",
     "RefreshIn",
@@ -117,6 +122,8 @@ class UserOut(ApiModel):
     display_name: str | None
     role: Role
     has_password: bool
+    email_verified: bool = Field(description="Whether the email was proven by a mailed link")
+    disabled: bool
     created_at: datetime
 
     @classmethod
@@ -129,6 +136,8 @@ class UserOut(ApiModel):
             display_name=user.display_name,
             role=user.role,
             has_password=user.has_password,
+            email_verified=user.email_verified,
+            disabled=user.disabled,
             created_at=user.created_at,
         )
 
@@ -179,6 +188,43 @@ class LoggedOutOut(ApiModel):
 class PasswordChangeIn(ApiModel):
     current_password: AnyPassword
     new_password: NewPassword
+
+
+class EmailIn(ApiModel):
+    email: Email
+
+
+LinkToken = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The token of a mailed link (the `token` parameter of its address)",
+    ),
+]
+
+
+class LinkTokenIn(ApiModel):
+    token: LinkToken
+
+
+class PasswordResetIn(ApiModel):
+    token: LinkToken
+    new_password: NewPassword
+
+
+class LinkAcceptedOut(ApiModel):
+    accepted: Literal[True] = True
+    message: str = Field(
+        description="The same whether or not a message was sent (nothing is revealed)"
+    )
+
+
+class AccountDeletedOut(ApiModel):
+    deleted: Literal[True] = True
+    user_id: int = Field(description="The pseudonymous id settled records keep naming")
+    cancelled_orders: list[int] = Field(description="Open orders cancelled with the account")
 
 
 class ValidateOut(ApiModel):

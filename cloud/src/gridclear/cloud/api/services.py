@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from gridclear.cloud.api.metrics import ApiMetrics
 from gridclear.cloud.api.ratelimit import RateLimiter
 from gridclear.cloud.identity.accounts import UserLoader
+from gridclear.cloud.identity.mail import MailOutbox
 from gridclear.cloud.identity.nonces import NonceStore
 from gridclear.cloud.identity.passwords import Passwords
 from gridclear.cloud.identity.sessions import SessionRevocations
@@ -52,6 +53,8 @@ class Services:
     market_config: ConfigCache
     orders: OrderPlacer
     """Places orders, batching the requests that arrive together."""
+    mail: MailOutbox
+    """Sends account mail (verification and reset links) in the background."""
     ledger: LedgerClient | None = None
     """The ledger settlement uses; None while GRIDCLEAR_SOLANA_RPC_URL is unset."""
     started_monotonic: float = field(default_factory=time.monotonic)

@@ -24,21 +24,27 @@ from gridclear.cloud.storage.pool import Pool
 
 __all__ = [
     "AccountConflictError",
+    "DeletedAccount",
     "LastAdminError",
     "User",
     "UserLoader",
+    "WalletUnlinkError",
     "add_credentials",
     "count_admins",
     "create_password_user",
+    "delete_account",
     "get_password_hash",
     "get_user",
     "get_user_by_email",
     "get_users",
     "link_wallet",
     "list_users",
+    "lock_user",
+    "mark_email_verified",
     "set_disabled",
     "set_password_hash",
     "set_role",
+    "unlink_wallet",
     "update_profile",
     "user_for_wallet",
 ]
@@ -58,6 +64,26 @@ class LastAdminError(GridclearCloudError):
     code = "last_admin"
 
 
+class WalletUnlinkError(GridclearCloudError):
+    """The wallet cannot be unlinked; ``code``: ``not_linked`` or ``only_way_in``."""
+
+    code = "wallet_unlink_refused"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.code = reason
+
+
+@dataclass(frozen=True)
+class DeletedAccount:
+    """What deleting an account removed that other systems may hold a copy of."""
+
+    user_id: int
+    wallets: tuple[str, ...]
+    sessions: tuple[Any, ...]
+    """The refresh-token families (session ids) that were live, to mark revoked."""
+
+
 @dataclass(frozen=True)
 class User:
     """An account as the API shows it (never with its password hash)."""
@@ -70,6 +96,8 @@ class User:
     created_at: datetime
     has_password: bool
     wallets: tuple[str, ...]
+    email_verified: bool = False
+    deleted: bool = False
 
     @property
     def wallet_address(self) -> str | None:
@@ -80,10 +108,16 @@ class User:
 _SELECT_USER = """
 SELECT u.id, u.email, u.display_name, u.role, u.disabled, u.created_at,
        u.password_hash IS NOT NULL AS has_password,
+       u.email_verified_at IS NOT NULL AS email_verified, u.deleted_at IS NOT NULL AS deleted,
        COALESCE(array_agg(w.address ORDER BY w.linked_at, w.address)
                 FILTER (WHERE w.address IS NOT NULL), '{}') AS wallets
 FROM users u LEFT JOIN wallets w ON w.user_id = u.id
 """
+
+
+_SELECT_BY_WALLET = (
+    _SELECT_USER + " WHERE u.id = (SELECT user_id FROM wallets WHERE address = %s) GROUP BY u.id"  # noqa: S608 (fixed text)
+)
 
 
 def _user(row: dict[str, Any]) -> User:
@@ -96,6 +130,8 @@ def _user(row: dict[str, Any]) -> User:
         created_at=row["created_at"],
         has_password=row["has_password"],
         wallets=tuple(row["wallets"]),
+        email_verified=row["email_verified"],
+        deleted=row["deleted"],
     )
 
 
@@ -156,33 +192,35 @@ async def user_for_wallet(conn: Conn, address: str) -> tuple[User, bool]:
     """The account that owns ``address``, created as a participant if none does.
 
     Returns the user and whether it was created now. Two sign-ins racing for a
-    new wallet end with one account.
+    new wallet end with one account. A known wallet costs one statement, a new
+    one three: sign-in is the busiest unauthenticated path.
     """
-    cur = await conn.execute("SELECT user_id FROM wallets WHERE address = %s", (address,))
+    cur = await conn.execute(
+        _SELECT_BY_WALLET,
+        (address,),
+    )
     row = await cur.fetchone()
-    if row is None:
-        try:
-            async with conn.transaction():
-                cur = await conn.execute(
-                    "INSERT INTO users (role) VALUES (%s) RETURNING id", (Role.PARTICIPANT,)
-                )
-                created = await cur.fetchone()
-                assert created is not None
-                await conn.execute(
-                    "INSERT INTO wallets (address, user_id) VALUES (%s, %s)",
-                    (address, created["id"]),
-                )
-        except psycopg.errors.UniqueViolation:
-            cur = await conn.execute("SELECT user_id FROM wallets WHERE address = %s", (address,))
-            row = await cur.fetchone()
-            assert row is not None
-        else:
-            user = await get_user(conn, created["id"])
-            assert user is not None
-            return user, True
-    user = await get_user(conn, row["user_id"])
-    assert user is not None
-    return user, False
+    if row is not None:
+        return _user(row), False
+    try:
+        # One statement, so one implicit transaction: a wallet another sign-in
+        # linked first aborts the account row with it.
+        cur = await conn.execute(
+            "WITH created AS (INSERT INTO users (role) VALUES (%s) RETURNING id)"
+            " INSERT INTO wallets (address, user_id) SELECT %s, id FROM created"
+            " RETURNING user_id",
+            (Role.PARTICIPANT, address),
+        )
+        created = await cur.fetchone()
+    except psycopg.errors.UniqueViolation:
+        created = None
+    cur = await conn.execute(
+        _SELECT_BY_WALLET,
+        (address,),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return _user(row), created is not None
 
 
 async def create_password_user(
@@ -262,15 +300,20 @@ async def set_disabled(conn: Conn, *, user_id: int, disabled: bool) -> bool | No
 
     A disabled account can neither sign in nor use its tokens, keys or real-time
     connections. Disabling the last active admin raises :class:`LastAdminError`;
+    enabling a deleted account, :class:`AccountConflictError`;
     the active admins are locked first, so two admins disabling each other at
     once cannot both succeed.
     """
     async with conn.transaction():
         admins = await _lock_active_admins(conn)
-        cur = await conn.execute("SELECT disabled FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        cur = await conn.execute(
+            "SELECT disabled, deleted_at FROM users WHERE id = %s FOR UPDATE", (user_id,)
+        )
         row = await cur.fetchone()
         if row is None:
             return None
+        if not disabled and row["deleted_at"] is not None:
+            raise AccountConflictError("this account was deleted; it cannot be enabled")
         if disabled and admins == {user_id}:
             raise LastAdminError("this is the last admin; promote another first")
         await conn.execute(
@@ -321,3 +364,81 @@ async def list_users(conn: Conn, *, limit: int, offset: int) -> list[User]:
         _SELECT_USER + " GROUP BY u.id ORDER BY u.id LIMIT %s OFFSET %s", (limit, offset)
     )
     return [_user(row) for row in await cur.fetchall()]
+
+
+async def lock_user(conn: Conn, user_id: int) -> User | None:
+    """The user, its row locked until the transaction ends (call inside one)."""
+    cur = await conn.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (user_id,))
+    if await cur.fetchone() is None:
+        return None
+    return await get_user(conn, user_id)
+
+
+async def mark_email_verified(conn: Conn, *, user_id: int, email: str) -> bool:
+    """Record that ``email`` is proven, if it is still the account's; whether it was."""
+    cur = await conn.execute(
+        "UPDATE users SET email_verified_at = COALESCE(email_verified_at, now()),"
+        " updated_at = now() WHERE id = %s AND email = %s",
+        (user_id, email),
+    )
+    return cur.rowcount == 1
+
+
+async def unlink_wallet(conn: Conn, *, user_id: int, address: str) -> None:
+    """Unlink ``address`` from the account; :class:`WalletUnlinkError` when refused.
+
+    ``only_way_in`` when it is the account's last wallet and the account has no
+    password: it could no longer sign in. Call inside a transaction: the account
+    row is locked, so two unlinks at once cannot both pass the check.
+    """
+    user = await lock_user(conn, user_id)
+    if user is None or address not in user.wallets:
+        raise WalletUnlinkError("not_linked")
+    if not user.has_password and len(user.wallets) == 1:
+        raise WalletUnlinkError("only_way_in")
+    await conn.execute(
+        "DELETE FROM wallets WHERE address = %s AND user_id = %s", (address, user_id)
+    )
+
+
+async def delete_account(conn: Conn, *, user_id: int, now: datetime) -> DeletedAccount | None:
+    """Remove what identifies the person behind ``user_id``; None if no such account.
+
+    The row stays (disabled, ``deleted_at`` set) as the pseudonym that settled
+    trades, orders and the audit log go on naming; email, password, name, email
+    proof, wallets, API keys, sessions and mailed links are removed, meters lose
+    their owner, and audit entries that named the person's email or wallets name
+    ``user:<id>`` instead, without the client address. :class:`LastAdminError`
+    for the last active admin. Call inside the transaction that also cancels the
+    account's orders (the caller's).
+    """
+    admins = await _lock_active_admins(conn)
+    user = await lock_user(conn, user_id)
+    if user is None or user.deleted:
+        return None
+    if admins == {user_id}:
+        raise LastAdminError("this is the last admin; promote another first")
+    cur = await conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = %s WHERE user_id = %s AND revoked_at IS NULL"
+        " RETURNING family_id",
+        (now, user_id),
+    )
+    families = tuple(sorted({row["family_id"] for row in await cur.fetchall()}, key=str))
+    names = [name for name in (user.email, *user.wallets) if name is not None]
+    await conn.execute(
+        "UPDATE audit_log SET subject = %s, ip = NULL"
+        " WHERE subject = ANY(%s) OR (actor_id = %s AND ip IS NOT NULL)",
+        (f"user:{user_id}", names, user_id),
+    )
+    for statement in (
+        "DELETE FROM refresh_tokens WHERE user_id = %s",
+        "DELETE FROM api_keys WHERE user_id = %s",
+        "DELETE FROM account_tokens WHERE user_id = %s",
+        "DELETE FROM wallets WHERE user_id = %s",
+        "UPDATE meters SET owner_id = NULL, updated_at = now() WHERE owner_id = %s",
+        "UPDATE users SET email = NULL, password_hash = NULL, display_name = NULL,"
+        " email_verified_at = NULL, disabled = true, deleted_at = now(), updated_at = now()"
+        " WHERE id = %s",
+    ):
+        await conn.execute(statement, (user_id,))
+    return DeletedAccount(user_id=user_id, wallets=user.wallets, sessions=families)

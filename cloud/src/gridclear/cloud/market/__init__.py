@@ -7,6 +7,8 @@
 - :mod:`.store`: SQL for slots, orders and trades; :mod:`.service`: clearing a
   slot in one transaction and the scheduler's tick; :mod:`.scheduler`: the loop
   under an advisory lock; :mod:`.events`: what is published in real time.
+- :mod:`.accounts`: what an account's lifecycle does to the market (open orders
+  cancelled when it is disabled or deleted; unsettled trades that block deletion).
 """
 
 __all__: list[str] = []

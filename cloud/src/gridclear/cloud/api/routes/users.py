@@ -2,31 +2,52 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from datetime import timedelta
+from typing import Annotated
 
-from gridclear.cloud.api.deps import CurrentPrincipal, CurrentSession, ServicesDep, hit_limit
+from fastapi import APIRouter, Path, Request, status
+
+from gridclear.cloud.api.deps import (
+    CurrentPrincipal,
+    CurrentSession,
+    ServicesDep,
+    hit_limit,
+    request_id,
+)
 from gridclear.cloud.api.envelope import Ok, error_responses, ok
 from gridclear.cloud.api.errors import ApiError, ErrorCode
-from gridclear.cloud.api.routes._common import audit, check_wallet_proof
+from gridclear.cloud.api.routes._common import (
+    access_changed,
+    audit,
+    audit_in,
+    check_wallet_proof,
+    mail_link,
+)
 from gridclear.cloud.api.routes.auth import issue_challenge
 from gridclear.cloud.api.schemas import (
+    AccountDeletedOut,
     ChallengeOut,
     CredentialsIn,
     InitIn,
+    LinkAcceptedOut,
     ProfileUpdateIn,
     UserOut,
     VerifyIn,
 )
-from gridclear.cloud.audit import AuditEvent
-from gridclear.cloud.identity import accounts
+from gridclear.cloud.audit import AuditEvent, record_audit
+from gridclear.cloud.identity import account_links, accounts
 from gridclear.cloud.identity.siws import is_solana_address
+from gridclear.cloud.market import accounts as market_accounts
 
 __all__ = [
     "add_credentials",
+    "delete_me",
     "get_profile",
     "link_wallet",
     "put_profile",
     "router",
+    "send_verification",
+    "unlink_wallet",
     "wallet_challenge",
 ]
 
@@ -163,3 +184,141 @@ async def add_credentials(
         subject=body.email,
     )
     return ok(await _reload(services, principal.user.id))
+
+
+@router.post(
+    "/email/verification",
+    summary="Mail a new verification link to the account's email",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(*_AUTH, ErrorCode.FORBIDDEN, ErrorCode.CONFLICT),
+)
+async def send_verification(
+    principal: CurrentSession, services: ServicesDep, request: Request
+) -> Ok[LinkAcceptedOut]:
+    """409 when the account has no email, or it is verified already. Limited per address
+    (``mail``); a new link voids the earlier ones."""
+    user = principal.user
+    if user.email is None:
+        raise ApiError(ErrorCode.CONFLICT, "This account has no email; add one first")
+    if user.email_verified:
+        raise ApiError(ErrorCode.CONFLICT, "This email is verified already")
+    await hit_limit(services, "mail", f"email:{user.email}")
+    async with services.pool.connection() as conn, conn.transaction():
+        token = await account_links.issue_link(
+            conn,
+            user_id=user.id,
+            purpose="verify_email",
+            email=user.email,
+            now=services.clock(),
+            ttl=timedelta(seconds=services.settings.account_link_ttl_s),
+        )
+        await audit_in(
+            conn,
+            request,
+            AuditEvent.EMAIL_VERIFY_REQUEST,
+            "success",
+            actor_id=user.id,
+            subject=str(user.id),
+        )
+    mail_link(services, to=user.email, purpose="verify_email", token=token)
+    return ok(LinkAcceptedOut(message=f"A verification link is on its way to {user.email}."))
+
+
+@router.delete(
+    "/wallets/{address}",
+    summary="Unlink a wallet from this account",
+    responses=error_responses(
+        *_AUTH,
+        ErrorCode.FORBIDDEN,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.LAST_SIGN_IN_METHOD,
+        ErrorCode.UNSETTLED_TRADES,
+    ),
+)
+async def unlink_wallet(
+    address: Annotated[str, Path(min_length=1, max_length=64)],
+    principal: CurrentSession,
+    services: ServicesDep,
+    request: Request,
+) -> Ok[UserOut]:
+    """Refused while the wallet is the account's only way in (no password:
+    ``LAST_SIGN_IN_METHOD``), and while the account has trades not yet settled
+    (``UNSETTLED_TRADES``: settlement pays the account's wallet)."""
+    user_id = principal.user.id
+    async with services.pool.connection() as conn:
+        try:
+            async with conn.transaction():
+                await accounts.unlink_wallet(conn, user_id=user_id, address=address)
+                pending = await market_accounts.unsettled_trades(conn, user_id=user_id)
+                if pending:
+                    raise ApiError(
+                        ErrorCode.UNSETTLED_TRADES,
+                        details={"unsettled": pending},
+                    )
+                await audit_in(
+                    conn,
+                    request,
+                    AuditEvent.WALLET_UNLINK,
+                    "success",
+                    actor_id=user_id,
+                    subject=address,
+                )
+        except accounts.WalletUnlinkError as exc:
+            if exc.code == "not_linked":
+                raise ApiError(ErrorCode.NOT_FOUND, "No such wallet on this account") from None
+            raise ApiError(
+                ErrorCode.LAST_SIGN_IN_METHOD,
+                "Add an email and password (or another wallet) before unlinking this one",
+            ) from None
+    return ok(await _reload(services, user_id))
+
+
+@router.delete(
+    "/me",
+    summary="Delete this account: personal data removed, settled records kept pseudonymous",
+    responses=error_responses(
+        *_AUTH, ErrorCode.FORBIDDEN, ErrorCode.CONFLICT, ErrorCode.UNSETTLED_TRADES
+    ),
+)
+async def delete_me(
+    principal: CurrentSession, services: ServicesDep, request: Request
+) -> Ok[AccountDeletedOut]:
+    """docs/PRIVACY.md says what is removed, what is kept and why. Refused while the
+    account has trades not yet settled (``UNSETTLED_TRADES``), and for the last
+    active admin (``CONFLICT``). Open orders before gate closure are cancelled;
+    every session ends and real-time connections close."""
+    user_id = principal.user.id
+    now = services.clock()
+    async with services.pool.connection() as conn:
+        try:
+            async with conn.transaction():
+                pending = await market_accounts.unsettled_trades(conn, user_id=user_id)
+                if pending:
+                    raise ApiError(ErrorCode.UNSETTLED_TRADES, details={"unsettled": pending})
+                deleted = await accounts.delete_account(conn, user_id=user_id, now=now)
+                if deleted is None:
+                    raise ApiError(ErrorCode.NOT_FOUND, "No such user")
+                cancelled = await market_accounts.cancel_open_orders(
+                    conn, user_id=user_id, actor_id=user_id, reason="account_deleted"
+                )
+                # Without the client address: the person's addresses are what is removed.
+                await record_audit(
+                    conn,
+                    event=AuditEvent.ACCOUNT_DELETE,
+                    outcome="success",
+                    actor_id=user_id,
+                    subject=str(user_id),
+                    request_id=request_id(request),
+                    details={
+                        "cancelledOrders": cancelled,
+                        "walletsUnlinked": len(deleted.wallets),
+                        "sessionsRevoked": len(deleted.sessions),
+                    },
+                )
+        except accounts.LastAdminError:
+            raise ApiError(
+                ErrorCode.CONFLICT, "This is the last admin; promote another first"
+            ) from None
+    await services.revocations.revoke(*deleted.sessions)
+    await access_changed(request, user_id)
+    return ok(AccountDeletedOut(user_id=user_id, cancelled_orders=cancelled))
