@@ -35,6 +35,8 @@ __all__ = ["prepare_metrics_dir", "serve"]
 
 log = logging.getLogger(__name__)
 
+_WORKER_HEALTHCHECK_S = 60
+
 
 def serve(*, host: str, port: int, workers: int, migrate_first: bool = False) -> int:
     """Serve until interrupted; returns the exit code."""
@@ -78,6 +80,10 @@ def serve(*, host: str, port: int, workers: int, migrate_first: bool = False) ->
             server_header=False,
             access_log=False,  # our RequestContext middleware logs each request as JSON
             log_config=None,
+            # A worker must answer the supervisor's ping within this many seconds or be
+            # killed and replaced. uvicorn's 5 s is less than a worker takes to import
+            # the app on a busy host, which then replaces its workers for ever.
+            timeout_worker_healthcheck=_WORKER_HEALTHCHECK_S,
             **uvicorn_options(settings),
         )
     finally:

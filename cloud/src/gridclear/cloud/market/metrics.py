@@ -65,7 +65,8 @@ class SchedulerMetrics:
         )
         self.slots = Gauge(
             "gridclear_market_slots",
-            "Delivery slots by state (scheduled, open, closed, cleared, settling, settled)",
+            "Delivery slots by state (scheduled, open, closed, cleared, settling, settled,"
+            " cancelled)",
             ("state",),
             registry=r,
         )
