@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,8 @@ def exported_names(exposition: str) -> set[str]:
         match = re.match(r"# TYPE (\S+) (\S+)$", line)
         if match is not None:
             family, kind = match.groups()
+            # The text format names a counter's family with its _total already.
+            names.add(family)
             names.update(family + suffix for suffix in _SUFFIXES.get(kind, ("",)))
         elif line and not line.startswith("#"):
             names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
@@ -152,7 +155,7 @@ def scheduler_metrics(cloud_env: dict[str, str]) -> Iterator[str]:
         process.wait_for_line("holds the market lock and acts")
         yield f"http://127.0.0.1:{port}/metrics"
     finally:
-        assert process.stop(15) == 0, "\n".join(process.lines)
+        assert process.stop(signal.SIGTERM) == 0, "\n".join(process.lines)
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +177,8 @@ def exported(cloud_env: dict[str, str], scheduler_metrics: str) -> set[str]:
         names |= exported_names(_scraped(f"http://127.0.0.1:{api_port}/metrics", api))
         names |= exported_names(_scraped(f"http://127.0.0.1:{ingest_port}/metrics", ingest))
     finally:
-        assert api.stop(15) == 0, "\n".join(api.lines)
-        assert ingest.stop(15) == 0, "\n".join(ingest.lines)
+        assert api.stop(signal.SIGTERM) in (0, -signal.SIGTERM), "\n".join(api.lines)
+        assert ingest.stop(signal.SIGTERM) == 0, "\n".join(ingest.lines)
     return names
 
 
@@ -244,6 +247,8 @@ def test_the_names_check_fails_on_a_metric_nobody_exports(exported: set[str]) ->
 def test_two_api_workers_report_their_sums_through_one_metrics(
     cloud_env: dict[str, str], tmp_path: Path
 ) -> None:
+    """Each worker answers some requests (the other one paused with SIGSTOP, so the
+    kernel hands the connection to the one running); one scrape counts them all."""
     folder = tmp_path / "metrics"
     folder.mkdir()
     (folder / "counter_1.db").write_bytes(b"left by an earlier run")
@@ -253,23 +258,26 @@ def test_two_api_workers_report_their_sums_through_one_metrics(
         {**cloud_env, env.PROMETHEUS_MULTIPROC_DIR: str(folder)},
     )
     base = f"http://127.0.0.1:{port}"
+    paused: int | None = None
     try:
-        _scraped(f"{base}/api/health/live", api)
+        # Each worker's app makes its live gauge's file when it is built.
+        def workers() -> list[int]:
+            return sorted(int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("gauge_livesum_*"))
+
+        wait_for(lambda: len(workers()) == 2, timeout_s=120, what="two workers' apps")
         assert not (folder / "counter_1.db").exists(), "stale values were kept"
-        sent = 0
-
-        def both_workers_answered() -> bool:
-            # A new connection each time: the kernel hands each to either worker. A
-            # worker writes its counter file when it counts its first request.
-            nonlocal sent
-            httpx.get(f"{base}/api/health/live", timeout=10).raise_for_status()
-            sent += 1
-            return len(list(folder.glob("counter_*.db"))) >= 2
-
-        wait_for(both_workers_answered, timeout_s=120, interval_s=0, what="both workers")
-        pids = {p.stem.rsplit("_", 1)[1] for p in folder.glob("counter_*.db")}
-        assert len(pids) == 2
-        sent += 1  # the first probe above
+        _scraped(f"{base}/api/health/live", api)
+        sent = 1
+        for worker in workers():
+            os.kill(worker, signal.SIGSTOP)
+            paused = worker
+            for _ in range(3):
+                httpx.get(f"{base}/api/health/live", timeout=60).raise_for_status()
+                sent += 1
+            os.kill(worker, signal.SIGCONT)
+            paused = None
+        answered = {int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("counter_*.db")}
+        assert answered == set(workers()), "each worker answered"
         text = _scrape(f"{base}/metrics")
         live = re.findall(
             r'^gridclear_http_requests_total\{method="GET",route="/api/health/live",'
@@ -280,4 +288,6 @@ def test_two_api_workers_report_their_sums_through_one_metrics(
         assert live == [f"{float(sent)}"], text
         assert "gridclear_realtime_connections 0.0" in text
     finally:
-        assert api.stop(15) == 0, "\n".join(api.lines)
+        if paused is not None:
+            os.kill(paused, signal.SIGCONT)
+        assert api.stop(signal.SIGTERM) in (0, -signal.SIGTERM), "\n".join(api.lines)
