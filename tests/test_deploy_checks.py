@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gridclear.cloud.ingest.worker import check_client_id
 from gridclear.devtools import REPO_ROOT
 from kustomize_lite import KustomizeError, render
 
@@ -120,6 +121,8 @@ def test_the_layout_the_design_asks_for() -> None:
     ingest = production["Deployment", "gridclear-ingest"]["spec"]["template"]["spec"]
     args = ingest["containers"][0]["args"]
     assert args[args.index("--client-id") + 1] == "gridclear-cloud:$(POD_NAME)"
+    # A Deployment's pod is named <deployment>-<10 characters>-<5 characters>.
+    assert check_client_id("gridclear-cloud:gridclear-ingest-7d9f8b6c5b-x2x9z")
     assert "--group" not in args
     assert ingest["terminationGracePeriodSeconds"] > 30  # above --leave-timeout-s
     # The API's workers share one /metrics through a memory-backed folder.
