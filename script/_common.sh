@@ -21,6 +21,11 @@ find_uv() {
   fi
 }
 
+# True when the tools folder holds a promtool (script/bootstrap puts it there).
+find_promtool() {
+  compgen -G "$GRIDCLEAR_TOOLS/prometheus-*/promtool" >/dev/null
+}
+
 # uv keeps .python-version (3.11) where that Python exists; elsewhere any Python
 # >= 3.11 on PATH will do (requires-python says so).
 if ! command -v python3.11 >/dev/null 2>&1 && [ -z "${UV_PYTHON:-}" ]; then

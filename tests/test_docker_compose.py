@@ -54,6 +54,8 @@ def test_repository_files_it_mounts_exist(compose: dict[str, Any]) -> None:
         "./deploy/mosquitto/passwd",
         "./deploy/mosquitto/passwd-cloud",
         "./deploy/mosquitto/certs",
+        "./deploy/emqx/users-gateways.csv",
+        "./deploy/emqx/users-cloud.csv",
     }
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
@@ -123,8 +125,28 @@ def test_the_cloud_reaches_the_servers_by_their_service_names(compose: dict[str,
     assert "@timescaledb:5432/" in environment["GRIDCLEAR_DATABASE_URL"]
     assert "@redis:6379/" in environment["GRIDCLEAR_REDIS_URL"]
     assert environment["GRIDCLEAR_MQTT_URL"].startswith("mqtt://gridclear-cloud:")
-    assert "@mosquitto:1883" in environment["GRIDCLEAR_MQTT_URL"]
+    # Mosquitto unless GRIDCLEAR_MQTT_HOST names EMQX (profile emqx).
+    assert "@${GRIDCLEAR_MQTT_HOST:-mosquitto}:1883" in environment["GRIDCLEAR_MQTT_URL"]
     acl = (REPO_ROOT / "deploy/mosquitto/acl-cloud").read_text()
     assert "user gridclear-cloud" in acl
     assert environment["GRIDCLEAR_ENV"] == "production"
     assert compose["services"]["api"]["ports"] == ["127.0.0.1:8000:8000"]
+
+
+def test_prometheus_and_grafana_watch_the_cloud(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["restart"] == "unless-stopped"
+        assert services[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+        for port in services[name]["ports"]:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} to the world"
+    # Every long-running cloud process serves metrics for Prometheus to scrape.
+    for name in ("ingest-1", "scheduler"):
+        assert "--metrics-port" in services[name]["command"]
+    assert {"prometheus-data", "grafana-data"} <= set(compose["volumes"])
+    assert compose["secrets"]["metrics-token"]["file"] == "./deploy/secrets/metrics-token"
+
+
+def test_the_clustered_broker_starts_only_with_its_profile(compose: dict[str, Any]) -> None:
+    profiled = {n for n, s in compose["services"].items() if "profiles" in s}
+    assert profiled == {"emqx"}

@@ -96,12 +96,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    import logging
     import os
     import sys
 
     from gridclear.cloud import env
+    from gridclear.cloud.logs import configure_logging
+    from gridclear.cloud.settings import ProcessSettings, SettingsError
     from gridclear.cloud.storage.migrations import MigrationError, migrate
 
+    try:
+        # The same log lines as every other process (JSON by default), on stderr; the
+        # result stays on stdout for whoever runs the command by hand.
+        logs = ProcessSettings.load()
+    except SettingsError as exc:
+        print(f"gridclear-cloud migrate: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(level=logs.log_level, fmt=logs.log_format)
+    log = logging.getLogger("gridclear.cloud.migrate")
     url = os.environ.get(env.DATABASE_URL)
     if not url:
         print(f"gridclear-cloud migrate: set {env.DATABASE_URL}", file=sys.stderr)
@@ -109,10 +121,13 @@ def _migrate(args: argparse.Namespace) -> int:
     try:
         applied = migrate(url)
     except MigrationError as exc:
+        log.error("migration refused: %s", exc)
         print(f"gridclear-cloud migrate: {exc}", file=sys.stderr)
         return 1
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")
+    names = [f"{m.version:04d}_{m.name}" for m in applied]
+    log.info("migrations applied: %s", names if names else "none, the database is up to date")
     if not applied:
         print("the database is up to date")
     return 0

@@ -40,6 +40,7 @@ __all__ = [
     "MQTT_URL",
     "NONCE_TTL_S",
     "ORACLE_KEY_FILE",
+    "PROMETHEUS_MULTIPROC_DIR",
     "PUBLIC_URL",
     "RATE_LIMITS",
     "RATE_LIMITS_ENABLED",
@@ -118,6 +119,10 @@ FORWARDED_ALLOW_IPS: Final = "GRIDCLEAR_FORWARDED_ALLOW_IPS"
 """Proxies whose X-Forwarded-For is trusted for the client address (comma list, or ``*``)."""
 METRICS_TOKEN: Final = "GRIDCLEAR_METRICS_TOKEN"  # noqa: S105 (a name, not a secret)
 """Bearer token Prometheus must send for ``/metrics``; without it, no metrics in production."""
+PROMETHEUS_MULTIPROC_DIR: Final = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's own variable: a folder (a tmpfs is best) where the API's workers keep
+their metrics for one ``/metrics``. ``serve`` empties it at start; unset, with several
+workers, ``serve`` makes a temporary one."""
 API_DOCS: Final = "GRIDCLEAR_API_DOCS"
 """Serve ``/openapi.json``, ``/docs`` and ``/redoc`` (default: in development only)."""
 HTTP_MAX_HEAD_BYTES: Final = "GRIDCLEAR_HTTP_MAX_HEAD_BYTES"

@@ -13,6 +13,7 @@ from gridclear.cloud import env
 from gridclear.cloud.market.clock import MarketClock
 
 if TYPE_CHECKING:
+    from gridclear.cloud.market.metrics import SchedulerMetrics
     from gridclear.cloud.settings import SchedulerSettings
     from gridclear.cloud.settlement.service import SettlementService
 
@@ -63,6 +64,13 @@ def add_scheduler_command(commands: argparse._SubParsersAction[argparse.Argument
         metavar="SECONDS",
         help=f"wall seconds between ticks (default: {env.SCHEDULER_INTERVAL_S} or 1)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (all interfaces; default: none)",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -103,7 +111,21 @@ def _run(args: argparse.Namespace) -> int:
         settlement = _settlement(settings)
     except GridclearCloudError as exc:  # unset or unreadable key files
         return _fail(str(exc))
-    asyncio.run(_serve(settings, settings.database_url, clock, settlement))
+    from prometheus_client import CollectorRegistry
+
+    from gridclear.cloud.market.metrics import SchedulerMetrics
+
+    # One registry for the process: the scheduler's figures and its publisher's.
+    registry = CollectorRegistry(auto_describe=True)
+    metrics = SchedulerMetrics(registry)
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(args.metrics_port, registry=registry)
+        except OSError as exc:
+            return _fail(f"cannot serve metrics on port {args.metrics_port}: {exc}")
+    asyncio.run(_serve(settings, settings.database_url, clock, settlement, metrics))
     return 0
 
 
@@ -112,6 +134,7 @@ async def _serve(
     url: str,
     clock: MarketClock,
     settlement: SettlementService | None,
+    metrics: SchedulerMetrics,
 ) -> None:
     from gridclear.cloud.market.scheduler import Scheduler
     from gridclear.cloud.realtime import EventPublisher
@@ -123,7 +146,9 @@ async def _serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     events = (
-        EventPublisher.from_redis_url(settings.redis_url, key_prefix=settings.redis_key_prefix)
+        EventPublisher.from_redis_url(
+            settings.redis_url, key_prefix=settings.redis_key_prefix, registry=metrics.registry
+        )
         if settings.redis_url
         else None
     )
@@ -134,6 +159,7 @@ async def _serve(
             events=events,
             interval_s=settings.scheduler_interval_s,
             settlement=settlement,
+            metrics=metrics,
         ).run(stop)
     finally:
         if events is not None:

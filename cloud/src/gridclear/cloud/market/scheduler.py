@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,8 +37,10 @@ from psycopg.rows import DictRow, dict_row
 from gridclear.cloud.ledger.client import LedgerUnavailableError
 from gridclear.cloud.market.clock import MarketClock
 from gridclear.cloud.market.events import EventSink, safe_emit, slot_json
+from gridclear.cloud.market.metrics import SchedulerMetrics
 from gridclear.cloud.market.service import TickReport, tick
-from gridclear.cloud.market.store import get_slot, record_clock
+from gridclear.cloud.market.store import count_slots_by_state, get_slot, record_clock
+from gridclear.cloud.market.timeslots import SlotState
 from gridclear.cloud.settlement.service import SettlementService
 
 __all__ = [
@@ -89,6 +92,8 @@ class Scheduler:
     settlement: SettlementService | None = None
     """Settles and reconciles when given (GRIDCLEAR_SOLANA_RPC_URL and the key files set)."""
     reconcile_every_s: float = 60.0
+    metrics: SchedulerMetrics | None = None
+    """Updated when given (``gridclear-cloud scheduler --metrics-port``)."""
     ticks: int = 0
     leader: bool = False
     _conn: AsyncConnection[DictRow] | None = field(default=None, init=False, repr=False)
@@ -157,12 +162,32 @@ class Scheduler:
 
     async def _market_tick(self, conn: AsyncConnection[DictRow]) -> None:
         report = await self.tick_once(conn)
+        if self.metrics is not None:
+            await self._count_tick(conn, report, self.metrics)
         if report.created or report.moves:
             log.info(
                 "scheduler tick: %d slots created; %s",
                 report.created,
                 ", ".join(f"slot {i} {s.value}" for i, s in report.moves) or "no moves",
             )
+
+    async def _count_tick(
+        self, conn: AsyncConnection[DictRow], report: TickReport, metrics: SchedulerMetrics
+    ) -> None:
+        metrics.ticks.inc()
+        metrics.last_tick.set(time.time())
+        metrics.slot_failures.inc(len(report.failed))
+        for slot_id, state in report.moves:
+            metrics.transitions.labels(state.value).inc()
+            if state is SlotState.CLEARED:
+                slot = await get_slot(conn, slot_id)
+                if slot.price is not None:
+                    metrics.clearing_price.set(slot.price)
+                metrics.cleared_energy.inc(slot.volume_wh or 0)
+                metrics.cleared_amount.inc(slot.total_amount or 0)
+                metrics.last_cleared_volume.set(slot.volume_wh or 0)
+        for state, count in (await count_slots_by_state(conn)).items():
+            metrics.slots.labels(state.value).set(count)
 
     async def _settle(self, conn: AsyncConnection[DictRow]) -> None:
         assert self.settlement is not None
@@ -171,6 +196,7 @@ class Scheduler:
         except LedgerUnavailableError as exc:
             # Nothing is decided on a failed call: the next pass resumes where this stopped.
             log.warning("settlement waits for the ledger: %s", exc)
+            self._count_failure(SETTLEMENT_JOB, "ledger")
             return
         if report is None:
             return
@@ -191,6 +217,11 @@ class Scheduler:
             await self.settlement.reconcile(conn)
         except LedgerUnavailableError as exc:
             log.warning("reconciliation waits for the ledger: %s", exc)
+            self._count_failure(RECONCILIATION_JOB, "ledger")
+
+    def _count_failure(self, job: str, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.job_failures.labels(job, reason).inc()
 
     async def _as_leader(self, job: PeriodicJob) -> None:
         """APScheduler's entry point: ``job`` runs if this scheduler holds the lock."""
@@ -200,14 +231,27 @@ class Scheduler:
         try:
             async with self._one_at_a_time:
                 conn = await self._lead()
+                if self.metrics is not None:
+                    self.metrics.leader.set(1 if self.leader else 0)
                 if conn is not None:
+                    started = time.perf_counter()
                     await job.run(conn)
+                    if self.metrics is not None:
+                        elapsed = time.perf_counter() - started
+                        self.metrics.job_seconds.labels(job.id).observe(elapsed)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # The lock died with the connection: after reconnecting, act or stand by anew.
             self.leader = False
             self._standing_by = False
             log.warning("scheduler lost the database (%s); retrying", exc)
+            self._count_failure(job.id, "database")
+            if self.metrics is not None:
+                self.metrics.leader.set(0)
             await self._close()
+        except Exception:
+            # APScheduler logs it with its traceback; the next run tries again.
+            self._count_failure(job.id, "error")
+            raise
         finally:
             if task is not None:
                 self._in_flight.discard(task)

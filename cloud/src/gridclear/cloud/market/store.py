@@ -82,6 +82,7 @@ __all__ = [
     "Timeslot",
     "amend_order",
     "cancel_order",
+    "count_slots_by_state",
     "create_slots",
     "get_order",
     "get_slot",
@@ -273,6 +274,13 @@ async def create_slots(conn: Conn, starts: list[SlotTimes], config: MarketConfig
         ),
     )
     return cur.rowcount
+
+
+async def count_slots_by_state(conn: Conn) -> dict[SlotState, int]:
+    """How many slots are in each state (every state present, zero when none)."""
+    cur = await conn.execute("SELECT state, count(*) AS n FROM timeslots GROUP BY state")
+    counts = {str(row["state"]): int(row["n"]) for row in await cur.fetchall()}
+    return {state: counts.get(state.value, 0) for state in SlotState}
 
 
 async def get_slot(conn: Conn, slot_id: int) -> Timeslot:

@@ -34,6 +34,8 @@ class RealtimeMetrics:
             "gridclear_realtime_connections",
             "Socket.IO clients connected to this instance",
             registry=self.registry,
+            # The API's workers share one /metrics: the sum over the live ones.
+            multiprocess_mode="livesum",
         )
         self.refused = Counter(
             "gridclear_realtime_connections_refused",
