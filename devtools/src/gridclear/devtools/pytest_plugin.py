@@ -161,17 +161,22 @@ def pytest_runtest_makereport(
     report: pytest.TestReport = yield
     if report.failed:
         item.session.stash[_session_failed_key] = True
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and callspec.params.get("storage_path") == "timescaledb":
+    if _on_timescale(item):
         outcomes = item.config.stash.setdefault(_timescale_outcomes_key, {})
         # One outcome per test: a failure in any phase wins, else the call's (or the
         # setup's, for a test that never got to its call).
         earlier = outcomes.get(item.nodeid)
-        if earlier is None or (report.failed and not earlier.failed):
-            outcomes[item.nodeid] = report
-        elif report.when == "call" and not earlier.failed:
+        if earlier is None or (not earlier.failed and (report.failed or report.when == "call")):
             outcomes[item.nodeid] = report
     return report
+
+
+def _on_timescale(item: pytest.Item) -> bool:
+    """A test of the TimescaleDB path: its second run, or one that asks for the server."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("storage_path") == "timescaledb":
+        return True
+    return "timescale_admin_url" in getattr(item, "fixturenames", ())
 
 
 def pytest_terminal_summary(
