@@ -195,6 +195,32 @@ def _after(conn: psycopg.Connection[Any], meter_id: int, at_ms: int, *, strict: 
     return _one(conn, _AFTER[strict], (meter_id, at_ms))
 
 
+_REGISTER_EDGE = {
+    (True, "import_wh"): "SELECT ts_to_ms(max(ts)) FROM readings WHERE meter_id = %s"
+    " AND ts <= ms_to_ts(%s) AND import_wh IS NOT NULL",
+    (True, "export_wh"): "SELECT ts_to_ms(max(ts)) FROM readings WHERE meter_id = %s"
+    " AND ts <= ms_to_ts(%s) AND export_wh IS NOT NULL",
+    (False, "import_wh"): "SELECT ts_to_ms(min(ts)) FROM readings WHERE meter_id = %s"
+    " AND ts >= ms_to_ts(%s) AND import_wh IS NOT NULL",
+    (False, "export_wh"): "SELECT ts_to_ms(min(ts)) FROM readings WHERE meter_id = %s"
+    " AND ts >= ms_to_ts(%s) AND export_wh IS NOT NULL",
+}
+
+
+def _register_edge(
+    conn: psycopg.Connection[Any], meter_id: int, at_ms: int, *, before: bool
+) -> int | None:
+    """The farthest of the registers' nearest samples at or before (after) ``at_ms``."""
+    found = [
+        t
+        for register in ("import_wh", "export_wh")
+        if (t := _one(conn, _REGISTER_EDGE[before, register], (meter_id, at_ms))) is not None
+    ]
+    if not found:
+        return None
+    return min(found) if before else max(found)
+
+
 def _slots_of_samples(
     conn: psycopg.Connection[Any], meter_id: int, lo_ms: int, hi_ms: int, limits: _Limits
 ) -> tuple[int, int]:
@@ -229,8 +255,11 @@ def _read_window(
     """How many slots from ``start`` to compute now (1 to ``slots``), and their samples."""
     slot_ms = limits.slot_ms
     end = start + slots * slot_ms
-    lo = _before(conn, meter_id, start, strict=False)
-    hi = _after(conn, meter_id, end, strict=False)
+    # The samples around the window's edges, for each register: a sample beside the
+    # edge that lacks a register (a failed read) does not bracket that register, and
+    # the result must not depend on where a window happens to end.
+    lo = _register_edge(conn, meter_id, start, before=True)
+    hi = _register_edge(conn, meter_id, end, before=False)
     lo = start if lo is None or start - lo > limits.max_span_ms else lo
     hi = end if hi is None or hi - end > limits.max_span_ms else hi
     rows = conn.execute(
