@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import psycopg
+import pytest
 from cloud.tests.ingest_support import (
     RECENT_MS,
     Gateway,
@@ -98,6 +99,7 @@ def test_affected_slots_reach_every_boundary_between_the_neighbouring_samples() 
     assert affected_slots(T0 + 5 * 60_000, T0 + 50 * 60_000) == (T0 - SLOT, T0 + 3 * SLOT)
 
 
+@pytest.mark.storage_paths  # the aggregate on TimescaleDB, the workers on plain
 def test_late_samples_fill_a_gap_and_the_slots_are_recomputed(
     migrated_db: str, mqtt_url: str, mqtt_topic_prefix: str
 ) -> None:

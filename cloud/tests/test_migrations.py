@@ -90,3 +90,40 @@ def test_a_database_newer_than_the_code_is_refused(postgres_admin_url: str) -> N
         migrate(url, migrations=[Migration(1, "a", "SELECT 1;"), Migration(2, "b", "SELECT 1;")])
         with pytest.raises(MigrationError, match="does not know"):
             migrate(url, migrations=[Migration(1, "a", "SELECT 1;")])
+
+
+def test_a_migration_that_ends_the_session_reports_its_own_error(postgres_admin_url: str) -> None:
+    # A FATAL error closes the connection (TimescaleDB's "must be preloaded" does); the
+    # lock went with the session, and the error the user sees is the migration's, not
+    # one from unlocking a closed connection.
+    fatal = Migration(1, "ends_session", "SELECT pg_terminate_backend(pg_backend_pid())")
+    with fresh_database(postgres_admin_url) as url:
+        with pytest.raises(MigrationError) as raised:
+            migrate(url, migrations=[fatal])
+        message = str(raised.value)
+        assert message.startswith("migration 0001_ends_session failed: ")
+        assert "terminating connection" in message
+        assert "\n" not in message
+        assert migrate(url, migrations=[Migration(1, "fine", "SELECT 1")]) != []
+
+
+def test_serve_refuses_an_unmigrated_database_in_one_line(
+    postgres_admin_url: str, redis_url: str
+) -> None:
+    with fresh_database(postgres_admin_url) as url:
+        env = {
+            **os.environ,
+            "GRIDCLEAR_DATABASE_URL": url,
+            "GRIDCLEAR_REDIS_URL": redis_url,
+            "GRIDCLEAR_LOG_LEVEL": "WARNING",
+        }
+        command = [str(Path(sys.executable).parent / "gridclear-cloud"), "serve", "--port", "9"]
+        run = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+    assert run.returncode == 1, run
+    assert "Traceback" not in run.stderr
+    # One line says why (besides the settings' development-mode notice, a JSON log line).
+    (line,) = [x for x in run.stderr.splitlines() if not x.startswith("{")]
+    assert line.startswith("gridclear-cloud serve: the database lacks migrations 0001_")
+    assert "gridclear-cloud migrate" in line

@@ -64,6 +64,16 @@ def _add_api_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
             "run again and from several machines at once (an advisory lock serialises them)."
         ),
     )
+    migrate.add_argument(
+        "--storage",
+        choices=("auto", "plain", "timescaledb"),
+        default=None,
+        help=(
+            "the storage path on purpose: plain tables even where TimescaleDB is installed, "
+            "or TimescaleDB or nothing (default: the database's gridclear.storage setting, "
+            "else auto: TimescaleDB when the server offers it)"
+        ),
+    )
     migrate.set_defaults(handler=_migrate)
 
     admin = commands.add_parser("admin", help="administer accounts")
@@ -119,7 +129,7 @@ def _migrate(args: argparse.Namespace) -> int:
         print(f"gridclear-cloud migrate: set {env.DATABASE_URL}", file=sys.stderr)
         return 2
     try:
-        applied = migrate(url)
+        applied = migrate(url, storage=args.storage)
     except MigrationError as exc:
         log.error("migration refused: %s", exc)
         print(f"gridclear-cloud migrate: {exc}", file=sys.stderr)

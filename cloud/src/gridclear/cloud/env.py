@@ -62,7 +62,6 @@ __all__ = [
     "SMTP_USERNAME",
     "SOLANA_COMMITMENT",
     "SOLANA_RPC_URL",
-    "TEST_TIMESCALE_URL",
 ]
 
 DATABASE_URL: Final = "GRIDCLEAR_DATABASE_URL"
@@ -74,8 +73,6 @@ REDIS_URL: Final = "GRIDCLEAR_REDIS_URL"
 MQTT_URL: Final = "GRIDCLEAR_MQTT_URL"
 """MQTT broker URL (mqtt:// or mqtts://); when unset, a throwaway Mosquitto is started."""
 
-TEST_TIMESCALE_URL: Final = "GRIDCLEAR_TEST_TIMESCALE_URL"
-"""A TimescaleDB server for the tests that cover the hypertable path (docker compose)."""
 
 # ---------------------------------------------------------------- API and identity
 # Read once by gridclear.cloud.settings.Settings; docs/API.md documents each one.

@@ -7,7 +7,15 @@ and the cloud's commands alike. Nothing reads these at import time.
 
 from typing import Final
 
-__all__ = ["BROKER_CONFIG", "DATABASE_URL", "MQTT_URL", "REDIS_URL", "RUN_DIR"]
+__all__ = [
+    "BROKER_CONFIG",
+    "DATABASE_URL",
+    "MQTT_URL",
+    "REDIS_URL",
+    "RUN_DIR",
+    "TEST_TIMESCALE",
+    "TEST_TIMESCALE_URL",
+]
 
 DATABASE_URL: Final = "GRIDCLEAR_DATABASE_URL"
 """PostgreSQL URL of an existing server; when unset, a throwaway server is started."""
@@ -23,3 +31,11 @@ RUN_DIR: Final = "GRIDCLEAR_RUN_DIR"
 
 BROKER_CONFIG: Final = "GRIDCLEAR_BROKER_CONFIG"
 """The Mosquitto policy folder throwaway brokers include (default: deploy/mosquitto/conf.d)."""
+
+TEST_TIMESCALE: Final = "GRIDCLEAR_TEST_TIMESCALE"
+"""``off`` turns the tests of the TimescaleDB path off (they are skipped, and the run's
+summary says so); unset or ``on``, they run, and fail when TimescaleDB cannot be had."""
+
+TEST_TIMESCALE_URL: Final = "GRIDCLEAR_TEST_TIMESCALE_URL"
+"""Superuser URL of an existing PostgreSQL with TimescaleDB preloaded (docker compose);
+when unset, a throwaway one is started."""

@@ -58,6 +58,7 @@ __all__ = [
     "RedisServer",
     "ServiceNotInstalledError",
     "ServiceStartError",
+    "TimescaleServer",
 ]
 
 
@@ -227,7 +228,12 @@ class LocalService(ABC):
 
 
 class PostgresServer(LocalService):
-    """PostgreSQL with trust authentication on 127.0.0.1, superuser ``gridclear``."""
+    """PostgreSQL with trust authentication on 127.0.0.1, superuser ``gridclear``.
+
+    It takes gridclear's plain storage path on purpose (``gridclear.storage = plain``
+    for the whole server), even where TimescaleDB is installed: that path is tested
+    whatever the machine has. :class:`TimescaleServer` is the other path.
+    """
 
     name = "postgres"
     package = "postgresql"
@@ -235,13 +241,19 @@ class PostgresServer(LocalService):
     # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, exit now.
     stop_signal = signal.SIGINT
     superuser = "gridclear"
+    storage: ClassVar[str] = "plain"
+    """The server's default ``gridclear.storage`` (migration 0011 reads it)."""
 
     def __init__(self, *, run_dir: Path, port: int | None = None, durable: bool = False) -> None:
         super().__init__(run_dir=run_dir, port=port)
         self.durable = durable
-        self._bin = _find_binary(
-            "postgres", ["/usr/lib/postgresql/*/bin/postgres"], self.package
-        ).parent
+        # Resolved: a symlink on PATH (/usr/local/bin/postgres) stands for the real tree,
+        # whose folders hold initdb and tell where the extensions are.
+        self._bin = (
+            _find_binary("postgres", ["/usr/lib/postgresql/*/bin/postgres"], self.package)
+            .resolve()
+            .parent
+        )
         self.data_dir = self.dir / "data"
 
     @property
@@ -279,10 +291,14 @@ class PostgresServer(LocalService):
         }
         if not self.durable:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        settings |= self._extra_settings()
         argv = [str(self._bin / "postgres"), "-D", str(self.data_dir)]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
         return argv
+
+    def _extra_settings(self) -> dict[str, str]:
+        return {"gridclear.storage": self.storage}
 
     def _is_ready(self) -> bool:
         import psycopg
@@ -292,6 +308,61 @@ class PostgresServer(LocalService):
                 return True
         except psycopg.OperationalError:
             return False
+
+
+class TimescaleServer(PostgresServer):
+    """PostgreSQL with TimescaleDB preloaded, taking gridclear's TimescaleDB path.
+
+    Needs TimescaleDB installed for the machine's PostgreSQL (``script/bootstrap``
+    installs it where it can). Where it is missing or does not load, :meth:`start`
+    raises :class:`ServiceNotInstalledError` saying so, with the server's log: the
+    TimescaleDB tests fail loudly rather than pass on the plain path.
+    """
+
+    name = "timescaledb"
+    storage = "timescaledb"
+
+    def _extra_settings(self) -> dict[str, str]:
+        return super()._extra_settings() | {
+            "shared_preload_libraries": "timescaledb",
+            "timescaledb.telemetry_level": "off",
+        }
+
+    def start(self) -> None:
+        share = self._share_dir()
+        control = share / "extension" / "timescaledb.control" if share else None
+        if control is not None and not control.exists():
+            raise ServiceNotInstalledError(
+                self.name,
+                f"TimescaleDB is not installed for {self._bin.parent} ({control} is missing). "
+                "Run script/bootstrap, or set GRIDCLEAR_TEST_TIMESCALE=off to run the tests "
+                "without the TimescaleDB path",
+                None,
+            )
+        try:
+            super().start()
+        except ServiceNotInstalledError:
+            raise
+        except ServiceStartError as exc:
+            raise ServiceNotInstalledError(
+                self.name,
+                f"PostgreSQL with TimescaleDB preloaded did not start ({exc.reason}); is the "
+                "TimescaleDB build the one for this PostgreSQL? Run script/bootstrap, or set "
+                "GRIDCLEAR_TEST_TIMESCALE=off to run the tests without the TimescaleDB path",
+                exc.log_path,
+            ) from exc
+
+    def _share_dir(self) -> Path | None:
+        """PostgreSQL's share folder in Debian's layout; None in another layout.
+
+        Debian installs ``<prefix>/lib/postgresql/N/bin`` and ``<prefix>/share/
+        postgresql/N``; PostgreSQL finds its share folder relative to its binary, so a
+        copy of the tree elsewhere works too. (Elsewhere the start itself tells.)
+        """
+        version_dir = self._bin.parent
+        if version_dir.parent.name != "postgresql" or len(version_dir.parents) < 3:
+            return None
+        return version_dir.parents[2] / "share" / "postgresql" / version_dir.name
 
 
 class RedisServer(LocalService):

@@ -26,6 +26,17 @@ serve``) on a fresh state directory, to reach with solana-py's ``AsyncClient``.
 ``metersim`` runs simulated Modbus meters (``gridclear-metersim serve``) over
 real TCP and pseudo-terminal RTU lines, with run-time fault switches.
 
+**Two storage paths.** gridclear stores readings in plain PostgreSQL tables or, where
+TimescaleDB is there, in hypertables with a continuous aggregate (DESIGN §7). A test
+marked ``@pytest.mark.storage_paths`` runs twice, once per path: its ``database_url``
+(and ``storage_admin_url``) comes from the plain server, then from a server with
+TimescaleDB preloaded (``local_timescale``, or ``GRIDCLEAR_TEST_TIMESCALE_URL``); the
+``storage_path`` fixture says which. Each database is told its path
+(``gridclear.storage``), so the plain path is taken on purpose even on a server where
+TimescaleDB is installed. Where TimescaleDB cannot be had, the TimescaleDB runs fail
+with the reason; ``GRIDCLEAR_TEST_TIMESCALE=off`` turns them off, and then the header,
+the summary and its last line say so. Either way the last line counts them.
+
 The plugin imports neither the cloud nor its clients (psycopg, redis) until a
 fixture needs them: the edge's and the simulator's tests run without them.
 """
@@ -50,6 +61,7 @@ from gridclear.devtools.localservices import (
     MosquittoServer,
     PostgresServer,
     RedisServer,
+    TimescaleServer,
 )
 from gridclear.devtools.metersim import MetersimProcess
 
@@ -58,27 +70,74 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BROKER_POLICY",
+    "STORAGE_PATHS",
     "database_url",
     "gridclear_run_dir",
     "ledger_node",
     "local_mosquitto",
     "local_postgres",
     "local_redis",
+    "local_timescale",
     "metersim",
     "mqtt_topic_prefix",
     "mqtt_url",
     "postgres_admin_url",
+    "pytest_configure",
+    "pytest_generate_tests",
     "pytest_report_header",
     "pytest_runtest_makereport",
+    "pytest_terminal_summary",
     "redis_prefix",
     "redis_url",
     "server_dir",
     "smtp_server",
+    "storage_admin_url",
+    "storage_path",
+    "timescale_admin_url",
+    "timescale_enabled",
 ]
 
 BROKER_POLICY = REPO_ROOT / "deploy" / "mosquitto" / "conf.d"
 
+STORAGE_PATHS = ("plain", "timescaledb")
+"""The storage paths a ``storage_paths`` test runs on, in this order."""
+
 _session_failed_key = pytest.StashKey[bool]()
+_timescale_outcomes_key = pytest.StashKey[dict[str, pytest.TestReport]]()
+_TIMESCALE_OFF = f"the TimescaleDB path is off ({env.TEST_TIMESCALE}=off)"
+
+
+def timescale_enabled() -> bool:
+    """False when ``GRIDCLEAR_TEST_TIMESCALE=off``; the other accepted value is ``on``."""
+    value = os.environ.get(env.TEST_TIMESCALE, "on").strip().lower()
+    if value not in ("on", "off", ""):
+        raise pytest.UsageError(f"{env.TEST_TIMESCALE} is 'on' or 'off', not {value!r}")
+    return value != "off"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "storage_paths: run on plain PostgreSQL and on TimescaleDB (the storage_path fixture)",
+    )
+    timescale_enabled()  # a wrong value stops the run at once
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("storage_paths") is None:
+        return
+    if "storage_path" not in metafunc.fixturenames:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid} is marked storage_paths but uses no database "
+            "(database_url, storage_admin_url or storage_path)"
+        )
+    off = () if timescale_enabled() else (pytest.mark.skip(reason=_TIMESCALE_OFF),)
+    metafunc.parametrize(
+        "storage_path",
+        [pytest.param("plain"), pytest.param("timescaledb", marks=off)],
+        indirect=True,
+        scope="module",
+    )
 
 
 class _ExternalServer:
@@ -97,6 +156,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ):
         url = os.environ.get(var)
         lines.append(f"gridclear {name}: {url or 'throwaway local server (started on demand)'}")
+    if not timescale_enabled():
+        lines.append(f"gridclear timescaledb: OFF, {_TIMESCALE_OFF}: its tests are skipped")
+    else:
+        url = os.environ.get(env.TEST_TIMESCALE_URL)
+        where = url or "throwaway local server with TimescaleDB preloaded (started on demand)"
+        lines.append(f"gridclear timescaledb: {where}")
     return lines
 
 
@@ -107,7 +172,47 @@ def pytest_runtest_makereport(
     report: pytest.TestReport = yield
     if report.failed:
         item.session.stash[_session_failed_key] = True
+    if _on_timescale(item):
+        outcomes = item.config.stash.setdefault(_timescale_outcomes_key, {})
+        # One outcome per test: a failure in any phase wins, else the call's (or the
+        # setup's, for a test that never got to its call).
+        earlier = outcomes.get(item.nodeid)
+        if earlier is None or (not earlier.failed and (report.failed or report.when == "call")):
+            outcomes[item.nodeid] = report
     return report
+
+
+def _on_timescale(item: pytest.Item) -> bool:
+    """A test of the TimescaleDB path: its second run, or one that asks for the server."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("storage_path") == "timescaledb":
+        return True
+    return "timescale_admin_url" in getattr(item, "fixturenames", ())
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """Say what became of the TimescaleDB path, and count it in the last line."""
+    outcomes = config.stash.get(_timescale_outcomes_key, {})
+    if not outcomes:
+        return
+    reports = list(outcomes.values())
+    # The last line counts each stats key's reports: these are the same reports as
+    # under passed/failed/skipped, counted once more under their path.
+    if not timescale_enabled():
+        terminalreporter.write_sep("-", f"gridclear: {_TIMESCALE_OFF}", yellow=True, bold=True)
+        terminalreporter.write_line(f"{len(reports)} tests of the TimescaleDB path not run")
+        terminalreporter.stats.setdefault("TimescaleDB off", []).extend(reports)
+        return
+    counts = {k: sum(1 for r in reports if r.outcome == k) for k in ("passed", "failed")}
+    skipped = sum(1 for r in reports if r.skipped)
+    terminalreporter.write_sep("-", "gridclear: the TimescaleDB path")
+    terminalreporter.write_line(
+        f"{len(reports)} tests on TimescaleDB: {counts['passed']} passed, "
+        f"{counts['failed']} failed, {skipped} skipped"
+    )
+    terminalreporter.stats.setdefault("on TimescaleDB", []).extend(reports)
 
 
 @pytest.fixture(scope="session")
@@ -151,6 +256,17 @@ def local_postgres(gridclear_run_dir: Path) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
+def local_timescale(gridclear_run_dir: Path) -> Iterator[TimescaleServer]:
+    """The throwaway PostgreSQL server with TimescaleDB preloaded.
+
+    Fails (never skips) when TimescaleDB is not installed or does not load, with the
+    reason and the server's log.
+    """
+    server = TimescaleServer(run_dir=gridclear_run_dir)
+    yield from _started(server)
+
+
+@pytest.fixture(scope="session")
 def local_redis(gridclear_run_dir: Path) -> Iterator[RedisServer]:
     """The throwaway Redis server itself."""
     server = RedisServer(run_dir=gridclear_run_dir)
@@ -171,6 +287,33 @@ def postgres_admin_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
+def timescale_admin_url(request: pytest.FixtureRequest) -> str:
+    """A superuser URL of the session's server with TimescaleDB preloaded.
+
+    Skipped, with the reason, when ``GRIDCLEAR_TEST_TIMESCALE=off``.
+    """
+    if not timescale_enabled():
+        pytest.skip(_TIMESCALE_OFF)
+    return os.environ.get(env.TEST_TIMESCALE_URL) or request.getfixturevalue("local_timescale").url
+
+
+@pytest.fixture(scope="module")
+def storage_path(request: pytest.FixtureRequest) -> str:
+    """The storage path of this test's database: ``plain``, or ``timescaledb`` in the
+    second run of a test marked ``storage_paths``."""
+    path: str = getattr(request, "param", "plain")
+    return path
+
+
+@pytest.fixture(scope="module")
+def storage_admin_url(storage_path: str, request: pytest.FixtureRequest) -> str:
+    """A superuser URL of the server for ``storage_path``."""
+    fixture = "timescale_admin_url" if storage_path == "timescaledb" else "postgres_admin_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture(scope="session")
 def redis_url(request: pytest.FixtureRequest) -> str:
     """The session's Redis server."""
     return os.environ.get(env.REDIS_URL) or request.getfixturevalue("local_redis").url
@@ -188,16 +331,26 @@ def _database_name(node: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def database_url(postgres_admin_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh, empty database for this test module, dropped afterwards."""
+def database_url(
+    storage_admin_url: str, storage_path: str, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh, empty database for this test module, dropped afterwards.
+
+    It takes ``storage_path`` on purpose (``gridclear.storage``), whatever the server.
+    """
     import psycopg
     from psycopg import sql
 
     name = _database_name(request.module.__name__)
-    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+    with psycopg.connect(storage_admin_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield psycopg.conninfo.make_conninfo(postgres_admin_url, dbname=name)
-    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} SET gridclear.storage = {}").format(
+                sql.Identifier(name), sql.Literal(storage_path)
+            )
+        )
+    yield psycopg.conninfo.make_conninfo(storage_admin_url, dbname=name)
+    with psycopg.connect(storage_admin_url, autocommit=True) as admin:
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )

@@ -53,15 +53,31 @@ def serve(*, host: str, port: int, workers: int, migrate_first: bool = False) ->
     if not settings.database_url or not settings.redis_url:
         print(f"gridclear-cloud serve: set {env.DATABASE_URL} and {env.REDIS_URL}", file=sys.stderr)
         return 2
-    if migrate_first:
-        from gridclear.cloud.storage.migrations import MigrationError, migrate
+    from gridclear.cloud.storage.migrations import MigrationError, migrate, pending_migrations
 
+    if migrate_first:
         try:
             applied = migrate(settings.database_url)
         except MigrationError as exc:
             print(f"gridclear-cloud serve: {exc}", file=sys.stderr)
             return 1
         log.info("migrations applied: %s", [f"{m.version:04d}_{m.name}" for m in applied])
+    else:
+        # The app's start-up checks this too, but a refusal there comes back as a
+        # traceback through every nested lifespan; here it is one line.
+        try:
+            missing = pending_migrations(settings.database_url)
+        except MigrationError as exc:
+            print(f"gridclear-cloud serve: {exc}", file=sys.stderr)
+            return 1
+        if missing:
+            names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+            print(
+                f"gridclear-cloud serve: the database lacks migrations {names}: run "
+                "`gridclear-cloud migrate` first (or serve --migrate)",
+                file=sys.stderr,
+            )
+            return 1
     if settings.jwt_private_key is not None and settings.jwt_private_key_file is None:
         os.environ[env.JWT_PRIVATE_KEY] = settings.jwt_private_key.get_secret_value()
     from gridclear.cloud.api.server_limits import uvicorn_options

@@ -28,6 +28,15 @@ thread, and a restarted worker started over):
 - one call walks at most ``max_slots`` slots in all; what is left of a range goes
   back to the queue as an exact slot range (``interval_dirty.slots``), for the next
   call, which may be another worker's.
+
+**On the TimescaleDB path** (migration 0060: ``interval_energy`` is a view over the
+continuous aggregate) the aggregate computes the energy of every slot, except where a
+register fell: an aggregate does not see the order of the samples inside a bucket, so
+it cannot find every reset. There a refresh finds, per queued range, the falls of the
+register (one query), and computes and writes only the slots that overlap one, into
+``interval_energy_resets``, whose rows the view takes over the aggregate's; the other
+rows of the range are deleted (a late sample can narrow a fall). The arithmetic is the
+same code on both paths.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from gridclear.cloud.intervals.compute import (
 from gridclear.shared.intervals import DEFAULT_SLOT_MS, slot_start
 
 __all__ = [
+    "AGGREGATE_BUCKET_MS",
     "DEFAULT_REFRESH_SAMPLES",
     "DEFAULT_REFRESH_SLOTS",
     "INTERVAL_LOCK_CLASS",
@@ -67,6 +77,9 @@ DEFAULT_REFRESH_SAMPLES = 50_000
 WINDOW_SLOTS = 96
 """Slots computed from one read of samples, at most."""
 
+AGGREGATE_BUCKET_MS = 15 * 60 * 1000
+"""The bucket of the continuous aggregate ``readings_15m`` (TimescaleDB path)."""
+
 
 @dataclass(frozen=True)
 class RefreshResult:
@@ -84,10 +97,12 @@ class _Limits:
     max_gap_ms: int
     max_span_ms: int
     max_samples: int
+    resets_only: bool = False
+    """The TimescaleDB path: the workers write only the slots around a fall."""
 
 
-_UPSERT = (
-    "INSERT INTO interval_energy (meter_id, slot_start, slot_end, import_wh, export_wh,"
+_UPSERT_TEMPLATE = (
+    "INSERT INTO {table} (meter_id, slot_start, slot_end, import_wh, export_wh,"
     " complete, interpolated, counter_reset, computed_at)"
     " VALUES (%s, ms_to_ts(%s), ms_to_ts(%s), %s, %s, %s, %s, %s, now())"
     " ON CONFLICT (meter_id, slot_start) DO UPDATE SET slot_end = EXCLUDED.slot_end,"
@@ -95,6 +110,27 @@ _UPSERT = (
     " complete = EXCLUDED.complete, interpolated = EXCLUDED.interpolated,"
     " counter_reset = EXCLUDED.counter_reset, computed_at = now()"
 )
+_UPSERT = {
+    False: _UPSERT_TEMPLATE.format(table="interval_energy"),
+    True: _UPSERT_TEMPLATE.format(table="interval_energy_resets"),
+}
+
+# Consecutive samples of a register where it fell (a reset), no further apart than
+# the longest span anything is interpolated over (further apart they are unrelated).
+_FALLS = """
+SELECT ts_to_ms(t0), ts_to_ms(t1) FROM (
+    SELECT lag(ts) OVER w AS t0, ts AS t1, v < lag(v) OVER w AS fell
+    FROM (SELECT ts, import_wh AS v, 1 AS reg FROM readings
+          WHERE meter_id = %(meter)s AND ts BETWEEN ms_to_ts(%(lo)s) AND ms_to_ts(%(hi)s)
+            AND import_wh IS NOT NULL
+          UNION ALL
+          SELECT ts, export_wh, 2 FROM readings
+          WHERE meter_id = %(meter)s AND ts BETWEEN ms_to_ts(%(lo)s) AND ms_to_ts(%(hi)s)
+            AND export_wh IS NOT NULL) r
+    WINDOW w AS (PARTITION BY reg ORDER BY ts)
+) p
+WHERE fell AND ts_to_ms(t1) - ts_to_ms(t0) <= %(span)s
+"""
 
 # The samples that decide one slot's energy, however many it holds: per register, the
 # ones around each boundary, the first and the last, and both sides of every reset
@@ -159,6 +195,32 @@ def _after(conn: psycopg.Connection[Any], meter_id: int, at_ms: int, *, strict: 
     return _one(conn, _AFTER[strict], (meter_id, at_ms))
 
 
+_REGISTER_EDGE = {
+    (True, "import_wh"): "SELECT ts_to_ms(max(ts)) FROM readings WHERE meter_id = %s"
+    " AND ts <= ms_to_ts(%s) AND import_wh IS NOT NULL",
+    (True, "export_wh"): "SELECT ts_to_ms(max(ts)) FROM readings WHERE meter_id = %s"
+    " AND ts <= ms_to_ts(%s) AND export_wh IS NOT NULL",
+    (False, "import_wh"): "SELECT ts_to_ms(min(ts)) FROM readings WHERE meter_id = %s"
+    " AND ts >= ms_to_ts(%s) AND import_wh IS NOT NULL",
+    (False, "export_wh"): "SELECT ts_to_ms(min(ts)) FROM readings WHERE meter_id = %s"
+    " AND ts >= ms_to_ts(%s) AND export_wh IS NOT NULL",
+}
+
+
+def _register_edge(
+    conn: psycopg.Connection[Any], meter_id: int, at_ms: int, *, before: bool
+) -> int | None:
+    """The farthest of the registers' nearest samples at or before (after) ``at_ms``."""
+    found = [
+        t
+        for register in ("import_wh", "export_wh")
+        if (t := _one(conn, _REGISTER_EDGE[before, register], (meter_id, at_ms))) is not None
+    ]
+    if not found:
+        return None
+    return min(found) if before else max(found)
+
+
 def _slots_of_samples(
     conn: psycopg.Connection[Any], meter_id: int, lo_ms: int, hi_ms: int, limits: _Limits
 ) -> tuple[int, int]:
@@ -193,8 +255,11 @@ def _read_window(
     """How many slots from ``start`` to compute now (1 to ``slots``), and their samples."""
     slot_ms = limits.slot_ms
     end = start + slots * slot_ms
-    lo = _before(conn, meter_id, start, strict=False)
-    hi = _after(conn, meter_id, end, strict=False)
+    # The samples around the window's edges, for each register: a sample beside the
+    # edge that lacks a register (a failed read) does not bracket that register, and
+    # the result must not depend on where a window happens to end.
+    lo = _register_edge(conn, meter_id, start, before=True)
+    hi = _register_edge(conn, meter_id, end, before=False)
     lo = start if lo is None or start - lo > limits.max_span_ms else lo
     hi = end if hi is None or hi - end > limits.max_span_ms else hi
     rows = conn.execute(
@@ -234,12 +299,72 @@ def _read_window(
     return 1, [RegisterSample(int(ts), imp, exp) for ts, imp, exp in deciding]
 
 
-def _write(conn: psycopg.Connection[Any], meter_id: int, slots: list[SlotEnergy]) -> None:
+def _reset_ranges(
+    conn: psycopg.Connection[Any], meter_id: int, first: int, last: int, limits: _Limits
+) -> list[tuple[int, int]]:
+    """The slot ranges within ``[first, last]`` (slot starts) that overlap a fall.
+
+    A fall between samples at ``t0`` and ``t1`` touches the slots that overlap the
+    open interval between them: from the one holding ``t0`` to the one holding the
+    instant before ``t1``.
+    """
+    slot_ms = limits.slot_ms
+    lo = _before(conn, meter_id, first, strict=False)
+    hi = _after(conn, meter_id, last + slot_ms, strict=False)
+    falls = conn.execute(
+        _FALLS,
+        {
+            "meter": meter_id,
+            "lo": first if lo is None else lo,
+            "hi": last + slot_ms if hi is None else hi,
+            "span": limits.max_span_ms,
+        },
+    ).fetchall()
+    ranges = [
+        (max(first, slot_start(int(t0), slot_ms)), min(last, slot_start(int(t1) - 1, slot_ms)))
+        for t0, t1 in falls
+    ]
+    return _merge([(a, b) for a, b in ranges if a <= b], slot_ms)
+
+
+def _walk_resets(
+    conn: psycopg.Connection[Any],
+    meter_id: int,
+    *,
+    first: int,
+    last: int,
+    budget: int,
+    limits: _Limits,
+) -> tuple[int | None, int, int]:
+    """The TimescaleDB path's :func:`_walk`: the slots in ``[first, last]`` around falls.
+
+    Takes at most ``budget`` slots of the range (looking for falls costs one per
+    slot); deletes the range's rows and writes those around the falls again.
+    """
+    slot_ms = limits.slot_ms
+    stop = min(last, first + (budget - 1) * slot_ms)
+    conn.execute(
+        "DELETE FROM interval_energy_resets WHERE meter_id = %s"
+        " AND slot_start BETWEEN ms_to_ts(%s) AND ms_to_ts(%s)",
+        (meter_id, first, stop),
+    )
+    written = 0
+    for lo, hi in _reset_ranges(conn, meter_id, first, stop, limits):
+        slots = (hi - lo) // slot_ms + 1
+        _, done, _ = _walk(conn, meter_id, first=lo, last=hi, budget=slots, limits=limits)
+        written += done
+    spent = (stop - first) // slot_ms + 1
+    return (stop + slot_ms if stop < last else None), written, spent
+
+
+def _write(
+    conn: psycopg.Connection[Any], meter_id: int, slots: list[SlotEnergy], limits: _Limits
+) -> None:
     if not slots:
         return
     with conn.cursor() as cur:
         cur.executemany(
-            _UPSERT,
+            _UPSERT[limits.resets_only],
             [
                 (
                     meter_id,
@@ -300,7 +425,7 @@ def _walk(
             )
             if start <= s.start_ms < end
         ]
-        _write(conn, meter_id, computed)
+        _write(conn, meter_id, computed, limits)
         written += len(computed)
         start = end
         spent += slots
@@ -327,8 +452,13 @@ def refresh_intervals(
     """
     if max_slots < 1 or max_samples < 2 or max_span_ms < slot_ms:
         raise ValueError("max_slots >= 1, max_samples >= 2 and max_span_ms >= slot_ms, please")
-    limits = _Limits(slot_ms, max_gap_ms, max_span_ms, max_samples)
     with conn.transaction():
+        kind = conn.execute(
+            "SELECT relkind FROM pg_class WHERE oid = to_regclass('interval_energy')"
+        ).fetchone()
+        # A view: the TimescaleDB path (0060), where the aggregate computes the rest.
+        limits = _Limits(slot_ms, max_gap_ms, max_span_ms, max_samples, resets_only=kind == ("v",))
+        walk = _walk_resets if limits.resets_only else _walk
         rows = conn.execute(
             "DELETE FROM interval_dirty WHERE id IN (SELECT id FROM interval_dirty"
             " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
@@ -359,7 +489,7 @@ def refresh_intervals(
                 if budget <= 0:
                     leftover.append((meter_id, first, last))
                     continue
-                resume, slots, spent = _walk(
+                resume, slots, spent = walk(
                     conn, meter_id, first=first, last=last, budget=budget, limits=limits
                 )
                 written += slots
@@ -373,4 +503,18 @@ def refresh_intervals(
                     " VALUES (%s, ms_to_ts(%s), ms_to_ts(%s), true)",
                     leftover,
                 )
+    if limits.resets_only and rows:
+        # Real-time aggregation computes only the buckets above the aggregate's
+        # watermark; a late sample below it counts once its bucket is refreshed. The
+        # policy would do it within minutes; here it is done before the call returns.
+        # (A refresh cannot run inside a transaction, hence after the commit.)
+        lo = min(int(r[1]) for r in rows)
+        hi = max(int(r[2]) for r in rows)
+        conn.execute(
+            "CALL refresh_continuous_aggregate('readings_15m', ms_to_ts(%s), ms_to_ts(%s))",
+            (
+                slot_start(lo, AGGREGATE_BUCKET_MS),
+                slot_start(hi, AGGREGATE_BUCKET_MS) + AGGREGATE_BUCKET_MS,
+            ),
+        )
     return RefreshResult(meters=len(queued), slots=written, deferred=len(leftover))

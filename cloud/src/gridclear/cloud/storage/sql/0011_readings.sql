@@ -4,6 +4,14 @@
 -- block at the end turns readings and raw_messages into hypertables with compression
 -- and retention policies and adds a continuous aggregate of the samples at every
 -- 15-minute bucket. The service's queries are the same either way.
+--
+-- The setting gridclear.storage chooses on purpose (server, database or session):
+-- 'plain' takes the plain path even where TimescaleDB is installed, 'timescaledb'
+-- refuses to go on without it, unset (or 'auto') takes TimescaleDB when the server
+-- offers it. A server that has TimescaleDB installed but not preloaded is refused with
+-- a hint rather than sent into CREATE EXTENSION, which would end the session (FATAL).
+-- (This block once went straight to CREATE EXTENSION; the migrator accepts that
+-- text's checksum too, since it only differs where it failed.)
 
 -- UTC milliseconds since the epoch (the protocol's time) to and from timestamptz.
 CREATE FUNCTION ms_to_ts(ms bigint) RETURNS timestamptz
@@ -105,10 +113,36 @@ CREATE TABLE interval_dirty (
 
 -- ---------------------------------------------------------------- TimescaleDB path
 DO $timescale$
+DECLARE
+    wanted text := coalesce(nullif(current_setting('gridclear.storage', true), ''), 'auto');
+    preloaded boolean;
 BEGIN
+    IF wanted NOT IN ('auto', 'plain', 'timescaledb') THEN
+        RAISE EXCEPTION 'gridclear.storage is %, not auto, plain or timescaledb', wanted;
+    END IF;
+    IF wanted = 'plain' THEN
+        RAISE NOTICE 'gridclear.storage = plain: plain tables';
+        RETURN;
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+        IF wanted = 'timescaledb' THEN
+            RAISE EXCEPTION 'gridclear.storage = timescaledb, but TimescaleDB is not installed on this server';
+        END IF;
         RAISE NOTICE 'timescaledb is not available: plain tables';
         RETURN;
+    END IF;
+    BEGIN
+        preloaded := current_setting('shared_preload_libraries')
+                     ~ '(^|[\s,"/])timescaledb([\s,"]|$)';
+    EXCEPTION WHEN insufficient_privilege THEN
+        -- Not ours to read: the loader's own setting exists only when it was preloaded.
+        preloaded := current_setting('timescaledb.max_background_workers', true) IS NOT NULL;
+    END;
+    IF NOT preloaded THEN
+        RAISE EXCEPTION 'TimescaleDB is installed on this server but not preloaded'
+            USING HINT = 'add shared_preload_libraries = ''timescaledb'' to postgresql.conf and'
+                ' restart the server, or take the plain path on purpose:'
+                ' gridclear-cloud migrate --storage plain';
     END IF;
     CREATE EXTENSION IF NOT EXISTS timescaledb;
 
