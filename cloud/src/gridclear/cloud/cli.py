@@ -131,7 +131,8 @@ def _migrate(args: argparse.Namespace) -> int:
     try:
         applied = migrate(url, storage=args.storage)
     except MigrationError as exc:
-        log.error("migration refused: %s", exc)
+        # One line, for the person or the job that runs it: a log record as well would
+        # say the same thing twice on the same stream.
         print(f"gridclear-cloud migrate: {exc}", file=sys.stderr)
         return 1
     for migration in applied:
