@@ -11,6 +11,7 @@ below 500 and wear the envelope.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +35,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from gridclear.cloud.identity.bootstrap import create_admin
 from gridclear.cloud.settings import Settings, generate_signing_key_pem
 from gridclear.cloud.storage.migrations import migrate
+from gridclear.devtools.ledger import LedgerNodeProcess
 from gridclear.devtools.net import free_port
 
 ADMIN = ("fuzz-admin@example.org", "a long fuzzing passphrase")
@@ -54,8 +57,40 @@ EDGE_VALUES = [
 """Values at the edges of the API's types, put in place of one generated string."""
 
 
+async def _set_up_settlement(url: str, rpc_url: str, key_dir: Path) -> None:
+    """``ledger init`` on the fuzzed database: the blockchain routes answer as in service."""
+    from psycopg import AsyncConnection
+    from psycopg.rows import dict_row
+
+    from gridclear.cloud.ledger.client import LedgerClient
+    from gridclear.cloud.ledger.keys import create_key_file
+    from gridclear.cloud.settlement.setup import init_ledger
+
+    oracle = create_key_file(key_dir / "oracle.json").keypair
+    authority = create_key_file(key_dir / "settlement.json").keypair
+    async with (
+        LedgerClient(rpc_url) as ledger,
+        await AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn,
+    ):
+        await init_ledger(conn, ledger, oracle=oracle, authority=authority, airdrop=True)
+
+
 @pytest.fixture(scope="module")
-def fuzz_server(postgres_admin_url: str, redis_url: str) -> Iterator[str]:
+def fuzz_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerNodeProcess]:
+    node = LedgerNodeProcess(workdir=tmp_path_factory.mktemp("fuzz-ledger")).start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(
+    postgres_admin_url: str,
+    redis_url: str,
+    fuzz_ledger: LedgerNodeProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     with fresh_database(postgres_admin_url) as url:
         env = {
             **os.environ,
@@ -67,8 +102,10 @@ def fuzz_server(postgres_admin_url: str, redis_url: str) -> Iterator[str]:
             "GRIDCLEAR_RATE_LIMITS_ENABLED": "false",
             "GRIDCLEAR_LOG_LEVEL": "WARNING",
             "GRIDCLEAR_JWT_PRIVATE_KEY": generate_signing_key_pem(),
+            "GRIDCLEAR_SOLANA_RPC_URL": fuzz_ledger.url,
         }
         migrate(url)
+        asyncio.run(_set_up_settlement(url, fuzz_ledger.url, tmp_path_factory.mktemp("keys")))
         for role, (email, password) in CALLERS.items():
             create_admin(
                 settings=Settings(database_url=url, argon2_time_cost=1, argon2_memory_kib=1024),
